@@ -1,0 +1,35 @@
+"""Shared fixtures: locations of the read-only real CT and seed models beside the checkout."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REAL_CT = SHARED / "data" / "real_ct"
+SEED_MODELS = SHARED / "seed_models"
+
+
+def _require(path):
+    if not path.exists():
+        pytest.skip(f"{path} is absent: these tests need the read-only shared/ folder beside the checkout")
+    return path
+
+
+@pytest.fixture
+def real_ct():
+    return _require(REAL_CT)
+
+
+@pytest.fixture
+def seed_models():
+    return _require(SEED_MODELS)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

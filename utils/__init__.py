@@ -1,0 +1,1 @@
+"""Shared code for the CT denoising toolkit: data, pipelines, metrics, solvers, training helpers."""
