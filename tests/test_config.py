@@ -1,0 +1,61 @@
+"""Configuration validation and the command line generated from it."""
+
+import json
+
+import pytest
+
+from utils.cli import parse_training_args
+from utils.config import TrainingConfig
+from utils.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"model": "transformer"}, "unknown model"),
+        ({"noise": -0.05}, "--noise"),
+        ({"noise": 5.0}, "fraction"),
+        ({"patch": (30, 32)}, "multiples of 4"),
+        ({"patch": (32, 32, 32)}, "needs 2 sizes"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"epochs": 0}, "--epochs"),
+        ({"learning_rate": 0}, "--learning-rate"),
+        ({"precision": "float8"}, "--precision"),
+        ({"distribute": "horovod"}, "--distribute"),
+        ({"hu_window": (400, -1000)}, "--hu-window"),
+        ({"model": "unet", "prior": True}, "ResPrU-Net"),
+    ],
+)
+def test_bad_settings_are_named(change, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainingConfig(**change).validate()
+
+
+def test_resprunet_implies_the_prior():
+    assert TrainingConfig(model="resprunet").prior
+
+
+def test_round_trip_through_json(tmp_path):
+    config = TrainingConfig(ndim=3, model="resprunet", patch=(8, 32, 32), data=("a", "b"))
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config.to_dict()))
+    assert TrainingConfig.from_json(path) == config
+
+
+def test_unknown_keys_are_refused():
+    with pytest.raises(ConfigError, match="colour"):
+        TrainingConfig.from_dict({"colour": "red"})
+
+
+def test_command_line_overrides_every_kind_of_setting():
+    defaults = TrainingConfig(model="unet", patch=(64, 64))
+    config, options = parse_training_args(
+        defaults,
+        "test",
+        ["--model", "convnet", "--patch", "32", "48", "--noise", "0.1", "--residual", "--hu-window", "-160", "240", "--quick"],
+    )
+    assert (config.model, config.patch, config.noise, config.residual) == ("convnet", (32, 48), 0.1, True)
+    assert config.hu_window == (-160.0, 240.0)
+    assert options.quick and not options.overwrite
+    untouched, _ = parse_training_args(defaults, "test", [])
+    assert untouched == defaults

@@ -1,0 +1,234 @@
+"""tf.data pipelines that turn clean CT volumes into (noisy[, prior], clean) training batches.
+
+Stage order, chosen so that it is both correct and fast::
+
+    decode -> cache (clean volumes only) -> shuffle -> per-sample seeds -> crop/flip
+           -> intensity window -> noise -> prior -> batch -> prefetch
+
+* Only the clean, decoded volumes are cached, so crops, flips and noise are drawn again
+  every epoch (the reference repository cached after adding noise and froze them).
+* Samples are shuffled before batching (the reference shuffled whole batches).
+* Every random draw is stateless and keyed by a per-sample seed taken from
+  ``tf.data.Dataset.random``: training seeds change every epoch, validation seeds do not,
+  so validation metrics are comparable across epochs and runs.
+* The prior is computed from the *noisy* neighbouring slices after noise is added, with a
+  slab margin around the patch so that it equals :func:`utils.prior.neighbour_prior` of the
+  whole noisy volume at the sampled slices.
+
+Memory is bounded by the clean volumes (or by a few volumes when streaming from disk):
+patches are cut on the fly and never materialised as a set.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from utils.errors import ConfigError
+from utils.noise import GaussianNoise
+from utils.prior import neighbour_prior_tf, prior_offsets_and_weights
+
+AUTOTUNE = tf.data.AUTOTUNE
+DEFAULT_HU_WINDOW = (-1000.0, 400.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchSampling:
+    """How training samples are cut from volumes.
+
+    Attributes:
+        patch: ``(H, W)`` for 2D samples or ``(D, H, W)`` for 3D patches.
+        use_prior: also return the neighbour-slice prior of the noisy sample.
+        prior_half_window, prior_decay, prior_variant: see :mod:`utils.prior`.
+        central_fraction: crops are drawn inside the central fraction of each slice (the
+            reference used 0.7 in 2D and 0.8 in 3D to avoid empty corners); 1.0 uses it all.
+        flips: random up/down and left/right flips (in-plane only, so the prior window keeps
+            its orientation along z).
+        window_augmentation: probability of showing a sample through another intensity
+            window, drawn from ``augmentation_windows`` (HU, inside ``base_hu_window``) and
+            quantised to 8 bits, as narrow-window 8-bit exports are.
+    """
+
+    patch: tuple
+    use_prior: bool = False
+    prior_half_window: int = 4
+    prior_decay: float = 0.04
+    prior_variant: str = "centred"
+    central_fraction: float = 1.0
+    flips: bool = True
+    window_augmentation: float = 0.0
+    augmentation_windows: tuple = ((-160.0, 240.0), (-1000.0, 400.0), (-135.0, 215.0), (-1024.0, -769.0))
+    base_hu_window: tuple = DEFAULT_HU_WINDOW
+
+    @property
+    def ndim(self):
+        return len(self.patch)
+
+    @property
+    def slab_margins(self):
+        """Slices needed below and above a patch to compute its prior exactly."""
+        if not self.use_prior:
+            return 0, 0
+        offsets, _ = prior_offsets_and_weights(self.prior_half_window, self.prior_decay, self.prior_variant)
+        return int(max(0, -offsets.min())), int(max(0, offsets.max()))
+
+
+def check_patch_fits(volume_shapes, sampling):
+    """Raise ConfigError before training when a patch cannot be cut from some volume."""
+    for index, shape in enumerate(volume_shapes):
+        depth, height, width = shape
+        needed = ((1,) if sampling.ndim == 2 else (sampling.patch[0],)) + tuple(sampling.patch[-2:])
+        usable = (depth,) + tuple(int(round(s * sampling.central_fraction)) for s in (height, width))
+        if any(n > u for n, u in zip(needed, usable)):
+            raise ConfigError(
+                f"patch {tuple(sampling.patch)} is larger than volume {index} of shape {tuple(shape)} "
+                f"(usable {usable} with central fraction {sampling.central_fraction}); choose a smaller --patch"
+            )
+
+
+def _volume_source(volumes):
+    """Dataset of clean (D, H, W) float32 volumes from arrays in memory or from files on disk."""
+    spec = tf.TensorSpec((None, None, None), tf.float32)
+    if all(isinstance(v, np.ndarray) for v in volumes):
+        arrays = [np.asarray(v, np.float32) for v in volumes]
+        return tf.data.Dataset.from_generator(lambda: iter(arrays), output_signature=spec), True
+    # Paths: stream volumes from disk, reading a couple at a time in parallel.
+    from utils.readers import read_ct
+
+    def read(path):
+        for volume in read_ct(path.decode()):
+            yield volume.array
+
+    paths = tf.data.Dataset.from_tensor_slices([str(p) for p in volumes])
+    streamed = paths.interleave(
+        lambda p: tf.data.Dataset.from_generator(read, args=(p,), output_signature=spec),
+        cycle_length=2,
+        num_parallel_calls=AUTOTUNE,
+    )
+    return streamed, False
+
+
+def _random_offset(seed, size, patch):
+    return tf.random.stateless_uniform([], seed, 0, size - patch + 1, dtype=tf.int32)
+
+
+def _cut_sample(volume, seed, sampling):
+    """Cut one clean sample (with the slab margin needed by the prior) at a seeded position."""
+    seeds = tf.random.experimental.stateless_split(seed, 6)
+    depth, height, width = tf.unstack(tf.shape(volume))
+    patch_depth = 1 if sampling.ndim == 2 else sampling.patch[0]
+    patch_h, patch_w = sampling.patch[-2:]
+    # Central region of each slice, then a random crop inside it.
+    region_h = tf.cast(tf.round(tf.cast(height, tf.float32) * sampling.central_fraction), tf.int32)
+    region_w = tf.cast(tf.round(tf.cast(width, tf.float32) * sampling.central_fraction), tf.int32)
+    y0 = (height - region_h) // 2 + _random_offset(seeds[0], region_h, patch_h)
+    x0 = (width - region_w) // 2 + _random_offset(seeds[1], region_w, patch_w)
+    z0 = _random_offset(seeds[2], depth, patch_depth)
+    below, above = sampling.slab_margins
+    z_lo = tf.maximum(z0 - below, 0)
+    z_hi = tf.minimum(z0 + patch_depth + above, depth)
+    slab = volume[z_lo:z_hi, y0 : y0 + patch_h, x0 : x0 + patch_w]
+    if sampling.flips:
+        flip_ud = tf.random.stateless_uniform([], seeds[3]) < 0.5
+        flip_lr = tf.random.stateless_uniform([], seeds[4]) < 0.5
+        slab = tf.cond(flip_ud, lambda: tf.reverse(slab, [1]), lambda: slab)
+        slab = tf.cond(flip_lr, lambda: tf.reverse(slab, [2]), lambda: slab)
+    return slab, z0 - z_lo, patch_depth, seeds[5]
+
+
+def _rewindow(clean, seed, sampling):
+    """Show the sample through a randomly chosen narrower window, quantised to 8 bits."""
+    lo_base, hi_base = sampling.base_hu_window
+    windows = tf.constant(sampling.augmentation_windows, tf.float32)
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    choice = tf.random.stateless_uniform([], seeds[0], 0, len(sampling.augmentation_windows), dtype=tf.int32)
+    lo, hi = windows[choice, 0], windows[choice, 1]
+    hu = clean * (hi_base - lo_base) + lo_base
+    narrow = tf.round(tf.clip_by_value((hu - lo) / (hi - lo), 0.0, 1.0) * 255.0) / 255.0
+    apply = tf.random.stateless_uniform([], seeds[1]) < sampling.window_augmentation
+    return tf.cond(apply, lambda: narrow, lambda: clean)
+
+
+def _make_sample(volume, seed, sampling, noise):
+    slab, start, patch_depth, noise_seed = _cut_sample(volume, seed, sampling)
+    seeds = tf.random.experimental.stateless_split(noise_seed, 2)
+    if sampling.window_augmentation > 0:
+        slab = _rewindow(slab, seeds[0], sampling)
+    noisy_slab = noise.sample_tf(slab, seeds[1])
+    clean = slab[start : start + patch_depth]
+    noisy = noisy_slab[start : start + patch_depth]
+    if sampling.ndim == 2:
+        clean, noisy = clean[0], noisy[0]
+    clean, noisy = clean[..., None], noisy[..., None]
+    if not sampling.use_prior:
+        return noisy, clean
+    prior = neighbour_prior_tf(noisy_slab, sampling.prior_half_window, sampling.prior_decay, sampling.prior_variant)
+    prior = prior[start : start + patch_depth]
+    if sampling.ndim == 2:
+        prior = prior[0]
+    return {"noisy": noisy, "prior": prior[..., None]}, clean
+
+
+def make_dataset(
+    volumes,
+    sampling,
+    noise=GaussianNoise(0.05),
+    batch_size=8,
+    samples_per_volume=None,
+    training=True,
+    seed=0,
+    cache=True,
+):
+    """Build a batched tf.data pipeline of denoising samples.
+
+    Args:
+        volumes: list of clean float32 arrays ``(D, H, W)`` in [0, 1] (cached in memory), or of
+            file paths readable by :func:`utils.readers.read_ct` (streamed, never cached).
+        sampling: :class:`PatchSampling` (2D slices or 3D patches, prior or not, augmentation).
+        noise: a noise model from :mod:`utils.noise`.
+        samples_per_volume: samples cut from each volume per epoch; default: its number of
+            slices for 2D, ``ceil(D / patch_depth)`` for 3D.
+        training: shuffle, flip and draw new crops and noise every epoch. When False, samples,
+            crops and noise are the same in every epoch (seeded by ``seed``) and no flips.
+        seed: seeds the shuffle and every crop and noise draw.
+
+    Returns:
+        A dataset of ``(noisy, clean)`` or ``({"noisy", "prior"}, clean)`` batches, channels-last:
+        ``(B, H, W, 1)`` in 2D and ``(B, D, H, W, 1)`` in 3D, float32.
+    """
+    if sampling.ndim not in (2, 3):
+        raise ConfigError(f"patch must have 2 (H, W) or 3 (D, H, W) sizes, got {sampling.patch}")
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    if not training:
+        sampling = dataclasses.replace(sampling, flips=False, window_augmentation=0.0)
+    source, in_memory = _volume_source(volumes)
+    if in_memory:
+        check_patch_fits([v.shape for v in volumes], sampling)
+        if cache:
+            source = source.cache()
+        counts = [samples_per_volume or _default_samples(v.shape[0], sampling) for v in volumes]
+        n_samples = sum(counts)
+        repeats = tf.data.Dataset.from_tensor_slices(np.asarray(counts, np.int64))
+        samples = tf.data.Dataset.zip(source, repeats).flat_map(
+            lambda v, n: tf.data.Dataset.from_tensors(v).repeat(n)
+        )
+    else:
+        per_volume = samples_per_volume or 32
+        n_samples = None
+        samples = source.flat_map(lambda v: tf.data.Dataset.from_tensors(v).repeat(per_volume))
+    if training:
+        samples = samples.shuffle(n_samples or 256, seed=seed, reshuffle_each_iteration=True)
+    seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=training).batch(2)
+    samples = tf.data.Dataset.zip(samples, seeds).map(
+        lambda v, s: _make_sample(v, s, sampling, noise), num_parallel_calls=AUTOTUNE, deterministic=True
+    )
+    if n_samples is not None:
+        samples = samples.apply(tf.data.experimental.assert_cardinality(n_samples))
+    return samples.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def _default_samples(depth, sampling):
+    if sampling.ndim == 2:
+        return int(depth)
+    return int(np.ceil(depth / sampling.patch[0]))

@@ -1,0 +1,468 @@
+"""The machinery behind the training scripts: run folders, runtime set-up, data, callbacks.
+
+Run folder layout (``results/<run_name>/``)::
+
+    config.json          every setting, library versions, git commit, data description
+    model_best.keras     lowest validation loss so far (config embedded)
+    model_final.keras    weights at the end of training (config embedded)
+    history.csv          one row per completed epoch, rewritten atomically
+    logs/                TensorBoard: train/, validation/ scalars and histograms, images/
+    backup/              resume state while the run is unfinished (removed when it ends)
+
+A run folder is never overwritten silently: an unfinished run with the same settings is
+resumed, anything else needs ``--overwrite``.
+"""
+
+import csv
+import io
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from utils import atomic
+from utils.config import TrainingConfig, environment_record
+from utils.errors import ConfigError, DataError, RunDirectoryError
+from utils.metrics import psnr_metric, ssim_metric
+from utils.noise import make_noise
+from utils.pipeline import PatchSampling, check_patch_fits, make_dataset
+
+FINISHED_MARKER = "finished.json"
+# Settings that may change between a run and its resumption without changing the experiment.
+RESUME_IGNORED = {"epochs", "out", "time_limit_minutes", "profile_batch", "tensorboard_update_freq"}
+
+
+# ----------------------------------------------------------------------------- run folder
+class RunDirectory:
+    """A results folder for one training run, with the rules that keep earlier runs safe."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    config_path = property(lambda self: self.path / "config.json")
+    best_model = property(lambda self: self.path / "model_best.keras")
+    final_model = property(lambda self: self.path / "model_final.keras")
+    history_path = property(lambda self: self.path / "history.csv")
+    logs = property(lambda self: self.path / "logs")
+    backup = property(lambda self: self.path / "backup")
+
+    @property
+    def finished(self):
+        return (self.path / FINISHED_MARKER).exists()
+
+    @classmethod
+    def prepare(cls, config, overwrite=False):
+        """Create the folder, or decide that an unfinished run there is resumed.
+
+        Returns ``(run_directory, resuming)``. Raises RunDirectoryError when the folder holds a
+        finished run or a run with other settings and ``overwrite`` is False.
+        """
+        run = cls(config.out)
+        if run.path.exists() and any(run.path.iterdir()):
+            if overwrite:
+                shutil.rmtree(run.path)
+            elif run.finished:
+                raise RunDirectoryError(
+                    f"{run.path} holds a finished run; choose another --out or pass --overwrite to replace it"
+                )
+            elif not run.config_path.exists():
+                raise RunDirectoryError(f"{run.path} exists and is not a run folder of this toolkit; choose another --out")
+            else:
+                earlier = json.loads(run.config_path.read_text())["settings"]
+                differences = {
+                    key: (earlier.get(key), value)
+                    for key, value in _comparable(config.to_dict()).items()
+                    if _comparable(earlier).get(key) != value
+                }
+                if differences:
+                    listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(differences.items()))
+                    raise RunDirectoryError(
+                        f"{run.path} holds an unfinished run with other settings ({listed}); "
+                        "resume it with the same settings, choose another --out, or pass --overwrite"
+                    )
+                return run, True
+        return run, False
+
+    def write_config(self, config, data_description):
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(
+            self.config_path,
+            {"settings": config.to_dict(), "environment": environment_record(), "data": data_description},
+        )
+
+    def mark_finished(self, summary):
+        atomic.write_json(self.path / FINISHED_MARKER, summary)
+
+
+def _comparable(settings):
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items() if k not in RESUME_IGNORED}
+
+
+def default_run_name(config):
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return f"{config.ndim}d_{config.model}_{config.filters}_noise{round(config.noise * 100)}pc_{stamp}"
+
+
+# ----------------------------------------------------------------------------- runtime
+def configure_runtime(config, deterministic=True, logical_cpus=0):
+    """Seed everything, choose the precision policy and, for tests, split the CPU into devices."""
+    if logical_cpus > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * logical_cpus)
+    keras.utils.set_random_seed(config.seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy(config.precision)
+
+
+def make_strategy(name):
+    """TensorFlow's own distribution engine: all local GPUs, or workers described by TF_CONFIG."""
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ConfigError("--distribute multiworker needs the TF_CONFIG environment variable (cluster and task)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ConfigError(f"unknown distribution strategy {name!r}")
+
+
+# ----------------------------------------------------------------------------- data
+def load_volumes(paths, hu_window):
+    """Read every path (any format :func:`utils.readers.read_ct` accepts) into clean volumes."""
+    from utils.readers import read_ct
+
+    volumes, description = [], []
+    for path in paths:
+        if not Path(path).exists():
+            raise DataError(path, "no such file or folder (check --data)")
+        for volume in read_ct(path, hu_window=hu_window):
+            volumes.append(volume.array)
+            description.append(volume.describe())
+    return volumes, description
+
+
+def resolve_data(config, quick=False):
+    """Training and validation volumes for ``config``, plus a description for config.json.
+
+    With no ``--data``, the embedded phantom dataset is used (generated under ``data/`` on
+    first use; ``quick`` uses a tiny one). With ``--data`` and no ``--validation-data``, volumes
+    (or the last slices of a single volume) are held out for validation.
+    """
+    if config.data:
+        train, described = load_volumes(config.data, config.hu_window)
+        if config.validation_data:
+            val, val_described = load_volumes(config.validation_data, config.hu_window)
+        else:
+            train, val = split_validation(train)
+            val_described = "held out from --data"
+        return train, val, {"train": described, "validation": val_described}
+    from utils.phantom import ensure_default_dataset
+
+    settings = QUICK_PHANTOMS if quick else {}
+    splits = ensure_default_dataset(**settings)
+    train, described = load_volumes(splits["train"], config.hu_window)
+    if config.validation_data:
+        val, val_described = load_volumes(config.validation_data, config.hu_window)
+    else:
+        val, val_described = load_volumes(splits["val"], config.hu_window)
+    return train, val, {"train": described, "validation": val_described}
+
+
+QUICK_PHANTOMS = {"out_dir": "data/phantom_quick", "n_train": 2, "n_val": 1, "n_test": 1, "shape": (16, 64, 64)}
+
+
+def prepare(config, options):
+    """Validate settings, read the data, check the run folder and build the pipelines.
+
+    Everything that can fail on a bad setting or bad data happens here, before any model is
+    built, and fails with a one-line message (the scripts exit with it). Returns
+    ``(run, resuming, train_dataset, validation_dataset, data_description)``.
+    """
+    try:
+        config.out = config.out or f"results/{default_run_name(config)}"
+        config.validate()
+        if config.init_model and not Path(config.init_model).is_file():
+            raise ConfigError(f"--init-model {config.init_model}: no such model file")
+        run, resuming = RunDirectory.prepare(config, overwrite=options.overwrite)
+        train_volumes, val_volumes, description = resolve_data(config, quick=options.quick)
+        configure_runtime(config, deterministic=options.deterministic, logical_cpus=options.logical_cpus)
+        train, validation = training_data(config, train_volumes, val_volumes)
+    except (ConfigError, DataError, RunDirectoryError) as error:
+        raise SystemExit(f"error: {error}") from None
+    return run, resuming, train, validation, description
+
+
+def fit(model, config, run, resuming, train, validation):
+    """model.fit with every callback; resumes an interrupted run from its last completed epoch."""
+    config_record = config.to_dict()
+    start_epoch = EpochState(run.backup).restore(model) if resuming else 0
+    if resuming:
+        print(f"Resuming {run.path} at epoch {start_epoch + 1}")
+    started = time.monotonic()
+    callbacks = training_callbacks(config, run, config_record, validation, best_loss=best_validation_loss(run.history_path))
+    model.fit(train, validation_data=validation, epochs=config.epochs, initial_epoch=start_epoch, callbacks=callbacks)
+    return finish_run(model, run, config_record, started)
+
+
+def split_validation(volumes, fraction=0.15):
+    """Hold out whole volumes for validation, or the last slices when there is only one."""
+    if len(volumes) >= 2:
+        n_val = max(1, int(round(len(volumes) * fraction)))
+        return volumes[:-n_val], volumes[-n_val:]
+    volume = volumes[0]
+    n_val = max(1, int(round(volume.shape[0] * fraction)))
+    if volume.shape[0] - n_val < 1:
+        raise ConfigError("one single slice cannot be split into training and validation data; add data or --validation-data")
+    return [volume[:-n_val]], [volume[-n_val:]]
+
+
+def training_data(config, train_volumes, val_volumes):
+    """The training and validation pipelines described by ``config``."""
+    sampling = PatchSampling(
+        patch=config.patch,
+        use_prior=config.prior,
+        prior_half_window=config.prior_half_window,
+        prior_decay=config.prior_decay,
+        prior_variant=config.prior_variant,
+        central_fraction=config.central_fraction,
+        window_augmentation=config.window_augmentation,
+        base_hu_window=config.hu_window,
+    )
+    check_patch_fits([v.shape for v in train_volumes + val_volumes], sampling)
+    noise = make_noise(config.noise, config.noise_model)
+    common = {"sampling": sampling, "noise": noise, "batch_size": config.batch_size, "seed": config.seed}
+    per_volume = config.samples_per_volume or None
+    train = make_dataset(train_volumes, training=True, samples_per_volume=per_volume, **common)
+    validation = make_dataset(val_volumes, training=False, samples_per_volume=per_volume, **common)
+    if config.distribute == "multiworker":
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        train, validation = train.with_options(options), validation.with_options(options)
+    return train, validation
+
+
+# ----------------------------------------------------------------------------- model
+def build_or_load_model(config):
+    """A fresh model from the builders, or one to continue from (``init_model``: .keras or reference .h5)."""
+    from models import build_model
+    from models.storage import load_model
+
+    if config.init_model:
+        model, _ = load_model(config.init_model)
+        return model
+    return build_model(config.model, **config.model_options)
+
+
+def compile_model(model, config):
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss="mse",
+        metrics=["mae", psnr_metric, ssim_metric],
+    )
+    return model
+
+
+# ----------------------------------------------------------------------------- callbacks
+class EpochState(keras.callbacks.Callback):
+    """Resume state (weights, optimizer, epoch, best loss) saved atomically after every epoch.
+
+    ``state.json`` is written after the weights file it names, so a kill at any moment leaves
+    either the previous consistent pair or the new one, never a mix.
+    """
+
+    def __init__(self, backup_dir):
+        super().__init__()
+        self.backup_dir = Path(backup_dir)
+        self.state_path = self.backup_dir / "state.json"
+
+    def restore(self, model):
+        """Load the last saved state into ``model``; return the epoch to start from (0 if none)."""
+        if not self.state_path.exists():
+            return 0
+        state = json.loads(self.state_path.read_text())
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(self.backup_dir / state["weights"])
+        return int(state["epoch"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        weights_name = f"epoch{epoch + 1:05d}.weights.h5"
+        with atomic.atomic_path(self.backup_dir / weights_name) as tmp:
+            self.model.save_weights(tmp)
+        atomic.write_json(self.state_path, {"epoch": epoch + 1, "weights": weights_name})
+        for old in self.backup_dir.glob("epoch*.weights.h5"):
+            if old.name != weights_name:
+                old.unlink()
+
+
+class HistoryWriter(keras.callbacks.Callback):
+    """history.csv with one row per completed epoch; rows of epochs redone after a resume are replaced."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = Path(path)
+        self.rows = []
+
+    def on_train_begin(self, logs=None):
+        if self.path.exists():
+            with open(self.path, newline="") as handle:
+                self.rows = list(csv.DictReader(handle))
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
+        self.rows = [r for r in self.rows if int(r["epoch"]) < epoch] + [row]
+        columns = list(dict.fromkeys(k for r in self.rows for k in r))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic.write_text(self.path, buffer.getvalue())
+
+
+class BestModelSaver(keras.callbacks.Callback):
+    """Save the model (config embedded) whenever the validation loss improves, atomically."""
+
+    def __init__(self, path, config_record, monitor="val_loss", best=np.inf):
+        super().__init__()
+        self.path, self.config_record, self.monitor, self.best = Path(path), config_record, monitor, best
+        self.best_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        from models.storage import save_model
+
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value < self.best:
+            self.best, self.best_epoch = float(value), epoch
+            save_model(self.model, self.path, self.config_record)
+
+
+class ValidationImages(keras.callbacks.Callback):
+    """TensorBoard image panel of fixed validation samples: noisy | prior | denoised | clean | |error|.
+
+    Volumes show their central slice. Images use the full [0, 1] window; the error panel
+    maps [0, 4 sigma] to black..white so that residual structure is visible.
+    """
+
+    def __init__(self, log_dir, inputs, clean, noise_sigma, every=1, max_samples=4):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(str(Path(log_dir) / "images"))
+        self.inputs = inputs
+        self.clean = clean[:max_samples]
+        self.error_scale = 4 * max(noise_sigma, 1e-3)
+        self.every = every
+
+    def _take(self, x):
+        return x[: len(self.clean)]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.every < 1 or epoch % self.every:
+            return
+        inputs = {k: self._take(v) for k, v in self.inputs.items()} if isinstance(self.inputs, dict) else self._take(self.inputs)
+        denoised = np.asarray(self.model.predict(inputs, verbose=0), np.float32)
+        noisy = inputs["noisy"] if isinstance(inputs, dict) else inputs
+        columns = [noisy] + ([inputs["prior"]] if isinstance(inputs, dict) else []) + [denoised, self.clean]
+        columns.append(np.abs(denoised - self.clean) / self.error_scale)
+        panel = np.concatenate([_central_slice(np.clip(c, 0, 1)) for c in columns], axis=2)
+        with self.writer.as_default():
+            tf.summary.image("validation/noisy_prior_denoised_clean_error", panel, step=epoch, max_outputs=len(panel))
+        self.writer.flush()
+
+
+def _central_slice(batch):
+    batch = np.asarray(batch, np.float32)
+    return batch[:, batch.shape[1] // 2] if batch.ndim == 5 else batch
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stop before an epoch that would end after the time limit (estimated from the slowest epoch)."""
+
+    def __init__(self, minutes):
+        super().__init__()
+        self.seconds = minutes * 60
+        self.start = self.slowest = None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+        self.slowest = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.slowest = max(self.slowest, time.monotonic() - self.epoch_start)
+        if time.monotonic() - self.start + self.slowest > self.seconds:
+            print(f"\nTime limit of {self.seconds / 60:.1f} min reached after epoch {epoch + 1}: stopping.")
+            self.model.stop_training = True
+
+
+def training_callbacks(config, run, config_record, validation_dataset, best_loss=np.inf):
+    """Checkpoints, resume state, history, TensorBoard (scalars, histograms, images, profiler)."""
+    inputs, clean = next(iter(validation_dataset))
+    inputs = {k: v.numpy() for k, v in inputs.items()} if isinstance(inputs, dict) else inputs.numpy()
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(),
+        EpochState(run.backup),
+        HistoryWriter(run.history_path),
+        BestModelSaver(run.best_model, config_record, best=best_loss),
+        keras.callbacks.TensorBoard(
+            log_dir=str(run.logs),
+            histogram_freq=config.histogram_freq,
+            update_freq=config.tensorboard_update_freq,
+            profile_batch=config.profile_batch or 0,
+        ),
+        ValidationImages(run.logs, inputs, clean.numpy(), config.noise, every=config.image_freq),
+    ]
+    if config.patience:
+        callbacks.append(keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True))
+    if config.reduce_lr_patience:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-6))
+    if config.time_limit_minutes:
+        callbacks.append(TimeLimit(config.time_limit_minutes))
+    return callbacks
+
+
+def best_validation_loss(history_path):
+    """Lowest val_loss recorded by an earlier part of a resumed run (inf when none)."""
+    if not Path(history_path).exists():
+        return np.inf
+    with open(history_path, newline="") as handle:
+        values = [float(r["val_loss"]) for r in csv.DictReader(handle) if r.get("val_loss")]
+    return min(values, default=np.inf)
+
+
+def finish_run(model, run, config_record, started):
+    """Save the final model, remove the resume state, mark the run finished, return a summary."""
+    from models.storage import save_model
+
+    save_model(model, run.final_model, config_record)
+    with open(run.history_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    best = min(rows, key=lambda r: float(r["val_loss"]))
+    summary = {
+        "best_epoch": int(best["epoch"]),
+        "val_psnr": float(best["val_psnr"]),
+        "val_ssim": float(best["val_ssim"]),
+        "epochs_completed": len(rows),
+        "minutes": (time.monotonic() - started) / 60,
+        "best_model": str(run.best_model),
+    }
+    run.mark_finished(summary)
+    shutil.rmtree(run.backup, ignore_errors=True)
+    return summary
+
+
+def summary_line(summary):
+    return (
+        f"Best validation PSNR {summary['val_psnr']:.2f} dB, SSIM {summary['val_ssim']:.4f} at epoch "
+        f"{summary['best_epoch'] + 1}/{summary['epochs_completed']}; {summary['minutes']:.1f} min; model: {summary['best_model']}"
+    )
