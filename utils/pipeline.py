@@ -91,21 +91,30 @@ def _volume_source(volumes):
     spec = tf.TensorSpec((None, None, None), tf.float32)
     if all(isinstance(v, np.ndarray) for v in volumes):
         arrays = [np.asarray(v, np.float32) for v in volumes]
-        return tf.data.Dataset.from_generator(lambda: iter(arrays), output_signature=spec), True
-    # Paths: stream volumes from disk, reading a couple at a time in parallel.
+        return tf.data.Dataset.from_generator(lambda: iter(arrays), output_signature=spec)
     from utils.readers import read_ct
 
     def read(path):
         for volume in read_ct(path.decode()):
             yield volume.array
 
+    # Several volumes are read in parallel; each file yields all the volumes it holds.
     paths = tf.data.Dataset.from_tensor_slices([str(p) for p in volumes])
-    streamed = paths.interleave(
+    return paths.interleave(
         lambda p: tf.data.Dataset.from_generator(read, args=(p,), output_signature=spec),
         cycle_length=2,
         num_parallel_calls=AUTOTUNE,
+        deterministic=True,
     )
-    return streamed, False
+
+
+def _samples_in_volume(volume, sampling, samples_per_volume):
+    """Samples cut from one volume per epoch: one per slice in 2D, one per patch depth in 3D."""
+    if samples_per_volume:
+        return tf.constant(samples_per_volume, tf.int64)
+    depth = tf.cast(tf.shape(volume)[0], tf.int64)
+    patch_depth = 1 if sampling.ndim == 2 else sampling.patch[0]
+    return (depth + patch_depth - 1) // patch_depth
 
 
 def _random_offset(seed, size, patch):
@@ -178,12 +187,13 @@ def make_dataset(
     training=True,
     seed=0,
     cache=True,
+    prefetch=True,
 ):
     """Build a batched tf.data pipeline of denoising samples.
 
     Args:
-        volumes: list of clean float32 arrays ``(D, H, W)`` in [0, 1] (cached in memory), or of
-            file paths readable by :func:`utils.readers.read_ct` (streamed, never cached).
+        volumes: list of clean float32 arrays ``(D, H, W)`` in [0, 1], or of file paths readable
+            by :func:`utils.readers.read_ct` (decoded in parallel, interleaved).
         sampling: :class:`PatchSampling` (2D slices or 3D patches, prior or not, augmentation).
         noise: a noise model from :mod:`utils.noise`.
         samples_per_volume: samples cut from each volume per epoch; default: its number of
@@ -191,6 +201,9 @@ def make_dataset(
         training: shuffle, flip and draw new crops and noise every epoch. When False, samples,
             crops and noise are the same in every epoch (seeded by ``seed``) and no flips.
         seed: seeds the shuffle and every crop and noise draw.
+        cache: keep the decoded clean volumes in memory after the first epoch. Turn it off
+            for file sources that do not fit in memory: they are then streamed every epoch.
+        prefetch: overlap the pipeline with the training step (off only for benchmarks).
 
     Returns:
         A dataset of ``(noisy, clean)`` or ``({"noisy", "prior"}, clean)`` batches, channels-last:
@@ -202,30 +215,29 @@ def make_dataset(
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     if not training:
         sampling = dataclasses.replace(sampling, flips=False, window_augmentation=0.0)
-    source, in_memory = _volume_source(volumes)
+    in_memory = all(isinstance(v, np.ndarray) for v in volumes)
     if in_memory:
         check_patch_fits([v.shape for v in volumes], sampling)
-        if cache:
-            source = source.cache()
-        counts = [samples_per_volume or _default_samples(v.shape[0], sampling) for v in volumes]
-        n_samples = sum(counts)
-        repeats = tf.data.Dataset.from_tensor_slices(np.asarray(counts, np.int64))
-        samples = tf.data.Dataset.zip(source, repeats).flat_map(
-            lambda v, n: tf.data.Dataset.from_tensors(v).repeat(n)
-        )
-    else:
-        per_volume = samples_per_volume or 32
-        n_samples = None
-        samples = source.flat_map(lambda v: tf.data.Dataset.from_tensors(v).repeat(per_volume))
+    source = _volume_source(volumes)
+    if cache:
+        source = source.cache()
+    samples = source.flat_map(
+        lambda v: tf.data.Dataset.from_tensors(v).repeat(_samples_in_volume(v, sampling, samples_per_volume))
+    )
+    n_samples = None
+    if in_memory:
+        n_samples = int(sum(samples_per_volume or _default_samples(v.shape[0], sampling) for v in volumes))
     if training:
-        samples = samples.shuffle(n_samples or 256, seed=seed, reshuffle_each_iteration=True)
+        # Volumes are held by reference, so a buffer of a whole epoch costs no copies.
+        samples = samples.shuffle(n_samples or 1024, seed=seed, reshuffle_each_iteration=True)
     seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=training).batch(2)
     samples = tf.data.Dataset.zip(samples, seeds).map(
         lambda v, s: _make_sample(v, s, sampling, noise), num_parallel_calls=AUTOTUNE, deterministic=True
     )
     if n_samples is not None:
         samples = samples.apply(tf.data.experimental.assert_cardinality(n_samples))
-    return samples.batch(batch_size).prefetch(AUTOTUNE)
+    batches = samples.batch(batch_size)
+    return batches.prefetch(AUTOTUNE) if prefetch else batches
 
 
 def _default_samples(depth, sampling):
