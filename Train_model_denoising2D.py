@@ -43,16 +43,16 @@ config, options = parse_training_args(defaults, __doc__.split("\n")[0])
 # ## Data: the embedded phantoms unless --data is given; crops, flips and noise on the fly
 from utils import training  # noqa: E402  (TensorFlow loads after --help has been answered)
 
-run, resuming, train_ds, val_ds, data_description = training.prepare(config, options)
+run, resuming, data = training.prepare(config, options)
 
 # ## Model
 with training.make_strategy(config.distribute).scope():
     model = training.compile_model(training.build_or_load_model(config), config)
 model.summary(line_length=100)
-run.write_config(config, data_description)
+run.write_config(config, data.description)
 
 # ## Training: checkpoints, TensorBoard, resume from the last completed epoch after a kill
-summary = training.fit(model, config, run, resuming, train_ds, val_ds)
+summary = training.fit(model, config, run, resuming, data)
 
 # ## Summary
 print(training.summary_line(summary))

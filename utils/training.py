@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import time
+import typing
 from pathlib import Path
 
 import keras
@@ -185,7 +186,7 @@ def prepare(config, options):
 
     Everything that can fail on a bad setting or bad data happens here, before any model is
     built, and fails with a one-line message (the scripts exit with it). Returns
-    ``(run, resuming, train_dataset, validation_dataset, data_description)``.
+    ``(run, resuming, TrainingData)``.
     """
     try:
         config.out = config.out or f"results/{default_run_name(config)}"
@@ -195,21 +196,30 @@ def prepare(config, options):
         run, resuming = RunDirectory.prepare(config, overwrite=options.overwrite)
         train_volumes, val_volumes, description = resolve_data(config, quick=options.quick)
         configure_runtime(config, deterministic=options.deterministic, logical_cpus=options.logical_cpus)
-        train, validation = training_data(config, train_volumes, val_volumes)
+        train, validation, panel_samples = training_data(config, train_volumes, val_volumes)
     except (ConfigError, DataError, RunDirectoryError) as error:
         raise SystemExit(f"error: {error}") from None
-    return run, resuming, train, validation, description
+    return run, resuming, TrainingData(train, validation, panel_samples, description)
 
 
-def fit(model, config, run, resuming, train, validation):
+class TrainingData(typing.NamedTuple):
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    panel_samples: tuple  # fixed validation (inputs, clean) shown in TensorBoard
+    description: dict  # what was read, for config.json
+
+
+def fit(model, config, run, resuming, data):
     """model.fit with every callback; resumes an interrupted run from its last completed epoch."""
     config_record = config.to_dict()
     start_epoch = EpochState(run.backup).restore(model) if resuming else 0
     if resuming:
         print(f"Resuming {run.path} at epoch {start_epoch + 1}")
     started = time.monotonic()
-    callbacks = training_callbacks(config, run, config_record, validation, best_loss=best_validation_loss(run.history_path))
-    model.fit(train, validation_data=validation, epochs=config.epochs, initial_epoch=start_epoch, callbacks=callbacks)
+    callbacks = training_callbacks(config, run, config_record, data.panel_samples, best_loss=best_validation_loss(run.history_path))
+    model.fit(
+        data.train, validation_data=data.validation, epochs=config.epochs, initial_epoch=start_epoch, callbacks=callbacks, shuffle=False
+    )
     return finish_run(model, run, config_record, started)
 
 
@@ -243,11 +253,13 @@ def training_data(config, train_volumes, val_volumes):
     per_volume = config.samples_per_volume or None
     train = make_dataset(train_volumes, training=True, samples_per_volume=per_volume, **common)
     validation = make_dataset(val_volumes, training=False, samples_per_volume=per_volume, **common)
+    # The same fixed validation samples for the image panels, read without touching the cache.
+    panel_inputs, panel_clean = next(iter(make_dataset(val_volumes, training=False, cache=False, samples_per_volume=per_volume, **common)))
     if config.distribute == "multiworker":
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         train, validation = train.with_options(options), validation.with_options(options)
-    return train, validation
+    return train, validation, (panel_inputs, panel_clean)
 
 
 # ----------------------------------------------------------------------------- model
@@ -405,9 +417,9 @@ class TimeLimit(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def training_callbacks(config, run, config_record, validation_dataset, best_loss=np.inf):
+def training_callbacks(config, run, config_record, panel_samples, best_loss=np.inf):
     """Checkpoints, resume state, history, TensorBoard (scalars, histograms, images, profiler)."""
-    inputs, clean = next(iter(validation_dataset))
+    inputs, clean = panel_samples
     inputs = {k: v.numpy() for k, v in inputs.items()} if isinstance(inputs, dict) else inputs.numpy()
     callbacks = [
         keras.callbacks.TerminateOnNaN(),

@@ -1,0 +1,375 @@
+"""Prediction on arrays of any size: reflect-pad to the pooling grid, crop back, optionally in tiles.
+
+Examples::
+
+    out = predict(unet2d, image)                       # (H, W) -> (H, W) float32
+    out = predict(unet2d, stack, batch_size=8)         # (N, H, W): a 2D model, slice by slice
+    out = predict(unet3d, volume, tile_shape=(96, 256, 256))      # (D, H, W), tiled with smooth blending
+    out = predict(resprunet3d, volume, prior=prior_volume)        # the prior is tiled with the input
+
+Contract
+- Arrays come WITHOUT batch and channel axes (a trailing channel axis of size 1 is tolerated and kept).
+  2D models take ``(H, W)`` or a stack ``(N, H, W)``; 3D models take ``(D, H, W)``.
+- Every spatial axis is reflect-padded (symmetrically) to a multiple of ``2**depth`` and cropped back,
+  so any size works; the result is float32 with the input's shape.
+- What ``predict`` needs to know about a model (ndim, prior input, poolings, receptive field) is read
+  from the model itself by ``model_info``: its inputs and its layers. This works for our builders, for
+  reloaded ``.keras`` files and for the reference repository's models loaded by Keras directly.
+
+Tiling (for images and volumes larger than memory)
+- ``tile_shape`` is the largest tile allowed; each axis is split into the fewest tiles of at most that
+  size, balanced to equal sizes on the pooling grid (as CSBDeep's ``n_tiles``, but given by size).
+- Neighbouring tiles overlap by ``overlap`` voxels (default: twice the receptive-field halo plus one
+  pooling cell). Inside the overlap each tile's weight is zero within ``halo`` voxels of its cut edge
+  (where its prediction lacks context), then rises as a raised cosine to 1; facing ramps sum to 1.
+  With an overlap covering the receptive field, tiled output equals untiled output (up to float
+  rounding); a smaller overlap is allowed (warning) and still blends without seams.
+- Windows are separable and tiles form a grid, so the normaliser is a product of 1-D sums: memory stays
+  at input + float32 output + one batch of tiles, with no full-size weight buffer.
+"""
+
+import dataclasses
+import math
+import sys
+import warnings
+
+import numpy as np
+
+from utils.errors import ConfigError
+
+try:  # tqdm is a listed dependency, but progress bars must never be what breaks inference.
+    from tqdm.auto import tqdm
+except ImportError:  # pragma: no cover
+    tqdm = None
+
+_PROGRESS_MIN_STEPS = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What inference needs to know about a model, discovered from its inputs and layers.
+
+    ndim: spatial rank (2 or 3). needs_prior: the model has a second (``prior``) input.
+    depth: number of down-samplings; divisor: spatial sizes must be multiples of it (``2**depth``).
+    receptive_field: full width in voxels (conservative: pooling/upsampling offsets counted on one side).
+    halo: voxels of context needed on each side of an output voxel. shrink: voxels lost per side by
+    'valid' convolutions. fixed_shape: the model's fixed spatial input shape, or None.
+    noisy_index/prior_index: positions of the inputs in ``model.inputs``.
+    """
+
+    ndim: int
+    needs_prior: bool
+    depth: int
+    divisor: int
+    receptive_field: int
+    halo: int
+    shrink: int
+    channels: int
+    fixed_shape: tuple | None
+    noisy_index: int = 0
+    prior_index: int | None = None
+
+    @property
+    def default_overlap(self):
+        """Overlap that covers the receptive field on both sides plus one pooling cell of blending."""
+        return _round_up(2 * self.halo + self.divisor, self.divisor)
+
+
+def model_info(model):
+    """Inspect ``model`` (inputs and layers, in topological order) and return its ``ModelInfo``."""
+    inputs = list(model.inputs)
+    if not 1 <= len(inputs) <= 2:
+        raise ConfigError(f"model {model.name!r} has {len(inputs)} inputs; denoisers take noisy (and prior)")
+    shape = tuple(inputs[0].shape)
+    ndim = len(shape) - 2
+    if ndim not in (2, 3):
+        raise ConfigError(f"model {model.name!r} input shape {shape} is neither 2D (B,H,W,C) nor 3D (B,D,H,W,C)")
+    names = [str(getattr(t, "name", "")).split(":")[0] for t in inputs]
+    prior_index = None
+    if len(inputs) == 2:
+        # Our models name it 'prior'; the reference ResPr model called it 'input_pr' and put it second.
+        prior_index = next((i for i, n in enumerate(names) if n in ("prior", "input_pr")), 1)
+    fixed = shape[1:-1]
+    fixed_shape = None if all(d is None for d in fixed) else fixed
+    if fixed_shape is not None and any(d is None for d in fixed_shape):
+        raise ConfigError(f"model {model.name!r} mixes fixed and free spatial input dims {fixed}")
+
+    conv_span = grid_span = shrink = 0
+    jump = divisor = 1
+    depth = 0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if hasattr(layer, "kernel_size") and hasattr(layer, "dilation_rate") and "Transpose" not in kind:
+            reach = (max(layer.kernel_size) - 1) * max(layer.dilation_rate)
+            conv_span += reach * jump
+            if layer.padding == "valid":
+                shrink += reach * jump // 2
+            stride = max(layer.strides)
+            if stride > 1:
+                grid_span += (stride - 1) * jump
+                jump, divisor, depth = jump * stride, divisor * stride, depth + 1
+        elif "Pooling" in kind and hasattr(layer, "pool_size") and "Global" not in kind:
+            stride = max(layer.strides or layer.pool_size)
+            grid_span += (max(layer.pool_size) - 1) * jump
+            jump, divisor, depth = jump * stride, divisor * stride, depth + 1
+        elif kind.startswith("UpSampling"):
+            factor = int(max(np.atleast_1d(layer.size)))
+            jump = max(jump // factor, 1)
+            grid_span += (factor - 1) * jump
+    return ModelInfo(
+        ndim=ndim,
+        needs_prior=prior_index is not None,
+        depth=depth,
+        divisor=divisor,
+        receptive_field=1 + conv_span + grid_span,
+        # Convolutions reach symmetrically; grid offsets of pooling/upsampling may all fall on one side.
+        halo=math.ceil(conv_span / 2) + grid_span,
+        shrink=shrink,
+        channels=int(shape[-1]),
+        fixed_shape=fixed_shape,
+        noisy_index=1 - prior_index if prior_index is not None else 0,
+        prior_index=prior_index,
+    )
+
+
+def predict(model, noisy, prior=None, tile_shape=None, overlap=None, batch_size=1, progress=None):
+    """Denoise a 2D image, a stack of 2D slices or a 3D volume; returns float32 of the input's shape.
+
+    Args:
+        model: a denoiser built by ``models.build_model`` (or any 1-channel fully convolutional Keras model).
+        noisy: ``(H, W)`` or ``(N, H, W)`` for a 2D model, ``(D, H, W)`` for a 3D model.
+        prior: array of the same shape as ``noisy``; required by ``resprunet`` models, refused otherwise.
+        tile_shape: largest spatial tile (2 or 3 ints, one per model axis); None predicts each image whole.
+        overlap: voxels shared by neighbouring tiles (int or one per axis);
+            default ``model_info(model).default_overlap``.
+        batch_size: slices or tiles per model call.
+        progress: show a tqdm bar; None shows one when there are many steps.
+
+    Raises:
+        ConfigError: wrong dimensionality or channel count, missing or mismatched prior, bad tile settings.
+    """
+    info = model_info(model)
+    noisy, restore_channel = _as_spatial(noisy, info, "noisy")
+    if info.needs_prior and prior is None:
+        raise ConfigError(f"model {model.name!r} takes a prior image (input 'prior'), but prior=None")
+    if not info.needs_prior and prior is not None:
+        raise ConfigError(f"model {model.name!r} has no prior input; pass prior=None")
+    if prior is not None:
+        prior, _ = _as_spatial(prior, info, "prior")
+        if prior.shape != noisy.shape:
+            raise ConfigError(f"prior shape {prior.shape} differs from noisy shape {noisy.shape}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+    # A 2D model on (N, H, W) sees N independent items; a 2D image or a 3D volume is one item.
+    items = noisy if noisy.ndim > info.ndim else noisy[None]
+    prior_items = None if prior is None else (prior if prior.ndim > info.ndim else prior[None])
+    plans = _plan_tiles(items.shape[1:], info, tile_shape, overlap)
+    out = np.zeros(items.shape, dtype=np.float32)
+
+    jobs = [(item, tile) for item in range(len(items)) for tile in np.ndindex(*[len(p.starts) for p in plans])]
+    steps = math.ceil(len(jobs) / batch_size)
+    show = steps >= _PROGRESS_MIN_STEPS if progress is None else bool(progress)
+    unit = "tile" if any(len(p.starts) > 1 for p in plans) else "slice" if len(items) > 1 else "image"
+    bar = tqdm(total=steps, desc="predict", unit=f"{unit} batch", disable=not show, file=sys.stderr) if tqdm else None
+    for first in range(0, len(jobs), batch_size):
+        batch = jobs[first : first + batch_size]
+        inputs = [np.stack([_extract(items[i], plans, tile, info.shrink) for i, tile in batch])[..., None]]
+        if prior_items is not None:
+            prior_batch = np.stack([_extract(prior_items[i], plans, tile, info.shrink) for i, tile in batch])[..., None]
+            inputs.insert(info.prior_index, prior_batch)
+        predicted = model.predict_on_batch(inputs if len(inputs) > 1 else inputs[0])
+        predicted = np.asarray(predicted, dtype=np.float32)[..., 0]
+        for (i, tile), tile_out in zip(batch, predicted):
+            _accumulate(out[i], tile_out, plans, tile)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+
+    for axis, plan in enumerate(plans):  # divide by the blending weights' sum, one axis at a time, in place
+        if len(plan.starts) > 1:
+            out /= plan.norm.reshape((1,) + (1,) * axis + (-1,) + (1,) * (len(plans) - axis - 1))
+    out = out if noisy.ndim > info.ndim else out[0]
+    return out[..., None] if restore_channel else out
+
+
+def tiling_summary(model, spatial_shape, tile_shape=None, overlap=None):
+    """How ``predict`` would tile an image or volume of ``spatial_shape`` (without running the model).
+
+    Returns a dict: ``tile_shape`` (actual, balanced), ``tiles_per_axis``, ``n_tiles``, ``overlap``,
+    ``processed_voxels`` (voxels fed to the network, counting overlaps) and ``overhead`` (processed / input).
+    Use it to pick a ``tile_shape`` that fits memory without wasting compute on overlaps.
+    """
+    info = model_info(model)
+    plans = _plan_tiles(tuple(spatial_shape), info, tile_shape, overlap)
+    n_tiles = math.prod(len(p.starts) for p in plans)
+    processed = n_tiles * math.prod(p.tile + 2 * info.shrink for p in plans)
+    return {
+        "tile_shape": [p.tile for p in plans],
+        "tiles_per_axis": [len(p.starts) for p in plans],
+        "n_tiles": n_tiles,
+        "overlap": _per_axis(info.default_overlap if overlap is None else overlap, info.ndim, "overlap", minimum=0),
+        "processed_voxels": processed,
+        "overhead": processed / math.prod(spatial_shape),
+    }
+
+
+@dataclasses.dataclass
+class _AxisPlan:
+    size: int  # original length
+    frame: int  # padded length, a multiple of the divisor
+    pad_before: int
+    tile: int
+    starts: list
+    windows: list  # one weight vector of length `tile` per start
+    norm: np.ndarray  # sum of windows over the original extent
+
+
+def _plan_tiles(spatial_shape, info, tile_shape, overlap):
+    n_axes = info.ndim
+    if tile_shape is None:
+        tiles = info.fixed_shape or (None,) * n_axes
+    else:
+        tiles = _per_axis(tile_shape, n_axes, "tile_shape")
+        if info.fixed_shape is not None and tuple(tiles) != tuple(info.fixed_shape):
+            raise ConfigError(
+                f"this model only accepts tiles of shape {info.fixed_shape}; got tile_shape={tuple(tiles)}"
+            )
+    overlaps = _per_axis(info.default_overlap if overlap is None else overlap, n_axes, "overlap", minimum=0)
+    if overlap is not None and min(overlaps) < 2 * info.halo + 1 and tile_shape is not None:
+        warnings.warn(
+            f"overlap {overlaps} is below 2 x halo + 1 = {2 * info.halo + 1} voxels (the receptive field on both "
+            "sides of a cut): tiles are blended but will differ slightly from whole-image prediction",
+            stacklevel=3,
+        )
+    return [
+        _plan_axis(n, info.divisor, t, o, info.halo, fixed=info.fixed_shape is not None)
+        for n, t, o in zip(spatial_shape, tiles, overlaps)
+    ]
+
+
+def _plan_axis(size, divisor, tile_max, overlap, halo, fixed=False):
+    frame = _round_up(size, divisor)
+    if fixed:
+        if tile_max % divisor:
+            raise ConfigError(f"the model's fixed input size {tile_max} is not a multiple of {divisor}")
+        frame = max(frame, tile_max)
+        tile = tile_max
+    elif tile_max is None or tile_max >= frame:
+        tile = frame
+    else:
+        tile_max -= tile_max % divisor
+        if tile_max <= overlap:
+            raise ConfigError(
+                f"tile size {tile_max} (rounded to a multiple of {divisor}) must exceed the overlap {overlap}; "
+                "use larger tiles or a smaller overlap"
+            )
+        count = math.ceil((frame - overlap) / (tile_max - overlap))
+        tile = min(frame, _round_up(math.ceil((frame + (count - 1) * overlap) / count), divisor))
+    if tile == frame:
+        starts = [0]
+    else:
+        stride = max(divisor, (tile - overlap) // divisor * divisor)
+        starts = list(range(0, frame - tile, stride)) + [frame - tile]
+    # Uniform zero margin for every cut edge; with actual overlaps >= `overlap` every voxel keeps a tile
+    # whose weight is positive there (the last tile's overlap can only be larger than the nominal one).
+    margin = min(halo, max(overlap - 1, 0) // 2)
+    windows = []
+    for k, start in enumerate(starts):
+        window = np.ones(tile, dtype=np.float32)
+        if k > 0:  # shared with the previous tile: the first `shared` voxels
+            shared = starts[k - 1] + tile - start
+            window[:shared] *= _ramp(shared, margin)
+        if k < len(starts) - 1:  # shared with the next tile: the last `shared` voxels
+            shared = start + tile - starts[k + 1]
+            window[tile - shared :] *= _ramp(shared, margin)[::-1]
+        windows.append(window)
+    pad_before = (frame - size) // 2
+    norm = np.zeros(frame, dtype=np.float32)
+    for start, window in zip(starts, windows):
+        norm[start : start + tile] += window
+    return _AxisPlan(size, frame, pad_before, tile, starts, windows, norm[pad_before : pad_before + size])
+
+
+def _ramp(length, margin):
+    """Weights over an overlap of ``length`` at a tile's cut edge (edge at index 0): ``margin`` zeros,
+    a raised-cosine rise, then ones. The mirrored ramp of the neighbour sums with it to exactly 1."""
+    margin = min(margin, (length - 1) // 2)
+    band = length - 2 * margin
+    rise = np.sin(0.5 * np.pi * (np.arange(band) + 0.5) / band) ** 2
+    return np.concatenate([np.zeros(margin), rise, np.ones(margin)]).astype(np.float32)
+
+
+def _extract(item, plans, tile, shrink):
+    """One input tile (plus the 'valid'-conv margin) read through the virtual reflect padding."""
+    index = []
+    for plan, k in zip(plans, tile):
+        frame_positions = np.arange(plan.starts[k] - shrink, plan.starts[k] + plan.tile + shrink)
+        index.append(_reflect(frame_positions - plan.pad_before, plan.size))
+    return item[np.ix_(*index)]
+
+
+def _accumulate(out_item, tile_out, plans, tile):
+    """Add the weighted tile prediction to the part of ``out_item`` (original coordinates) it covers."""
+    target, source, weights = [], [], []
+    for plan, k in zip(plans, tile):
+        first = plan.starts[k] - plan.pad_before  # tile origin in original coordinates
+        lo, hi = max(first, 0), min(first + plan.tile, plan.size)
+        target.append(slice(lo, hi))
+        source.append(slice(lo - first, hi - first))
+        weights.append(plan.windows[k][lo - first : hi - first])
+    contribution = tile_out[tuple(source)]
+    if any(len(p.starts) > 1 for p in plans):  # a single tile per axis has weight 1 everywhere
+        for axis, w in enumerate(weights):
+            contribution = contribution * w.reshape((-1,) + (1,) * (len(weights) - axis - 1))
+    out_item[tuple(target)] += contribution
+
+
+def _reflect(positions, size):
+    """numpy 'reflect' padding indices (edge not repeated), valid for pads of any length."""
+    if size == 1:
+        return np.zeros_like(positions)
+    period = 2 * (size - 1)
+    positions = np.mod(positions, period)
+    return np.where(positions >= size, period - positions, positions)
+
+
+def _as_spatial(array, info, label):
+    """Validate dimensionality and channels; return (float32 array without channel axis, had_channel_axis)."""
+    array = np.asarray(array)
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise ConfigError(f"{label} must be a real numeric array, got dtype {array.dtype}")
+    restore_channel = False
+    if array.ndim == info.ndim + 1 and array.shape[-1] <= 4 and min(array.shape[:-1]) > 4:
+        # A last axis of 1-4 entries is a channel axis, not an image axis.
+        if array.shape[-1] != info.channels:
+            raise ConfigError(
+                f"{label} has {array.shape[-1]} channels (shape {array.shape}); the model takes {info.channels}. "
+                "Pass arrays without a channel axis: (H, W), (N, H, W) or (D, H, W)"
+            )
+        array, restore_channel = array[..., 0], True
+    if info.ndim == 3 and array.ndim != 3:
+        raise ConfigError(f"a 3D model needs a (D, H, W) volume; {label} has shape {array.shape}")
+    if info.ndim == 2 and array.ndim not in (2, 3):
+        raise ConfigError(f"a 2D model needs an (H, W) image or an (N, H, W) stack; {label} has shape {array.shape}")
+    if 0 in array.shape:
+        raise ConfigError(f"{label} is empty (shape {array.shape})")
+    array = array.astype(np.float32, copy=False)
+    if not np.isfinite(array).all():
+        raise ConfigError(f"{label} contains NaN or infinite values")
+    return array, restore_channel
+
+
+def _per_axis(value, n_axes, label, minimum=1):
+    values = [value] * n_axes if np.isscalar(value) else list(value)
+    if len(values) != n_axes or any(isinstance(v, bool) or int(v) != v or v < minimum for v in values):
+        raise ConfigError(f"{label} must be an integer >= {minimum} or {n_axes} of them, got {value!r}")
+    return [int(v) for v in values]
+
+
+def _round_up(value, multiple):
+    return -(-value // multiple) * multiple
+
+
+__all__ = ["ModelInfo", "model_info", "predict", "tiling_summary"]

@@ -1,0 +1,220 @@
+"""Builders (architectures, parameter counts, precision, distribution) and .keras storage."""
+
+import json
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import MODEL_NAMES, build_model, load_model, predict, read_config, save_model
+from utils.errors import ConfigError, ModelFileError
+
+
+def _inputs(model, shape, rng):
+    """Random batch for every input of ``model``, in input order."""
+    arrays = [rng.random(shape, dtype=np.float32) for _ in model.inputs]
+    return arrays if len(arrays) > 1 else arrays[0]
+
+
+# Counts printed by the reference repository (and the paper's models), plus our documented designs.
+@pytest.mark.parametrize(
+    "name, ndim, filters, expected",
+    [
+        ("convnet", 2, None, 37_633),  # published Convnet_64 .h5
+        ("cnn2", 2, None, 9_601),
+        ("cnn2", 3, None, 28_609),
+        ("cnn7", 2, None, 304_993),
+        ("resnet", 2, None, 337_376),  # incl. 1,600 batch-norm moving statistics
+        ("unet", 2, None, 332_641),
+        ("unet", 2, 64, 1_328_833),
+        ("unet", 3, None, 996_769),
+        ("resprunet", 2, None, 332_929),
+        ("resprunet", 3, None, 997_633),
+        ("dncnn", 2, None, 558_017),
+    ],
+)
+def test_parameter_counts(name, ndim, filters, expected):
+    assert build_model(name, ndim=ndim, filters=filters).count_params() == expected
+
+
+def test_unet_weighted_layers_follow_reference_order():
+    model = build_model("unet", ndim=2, filters=32)
+    convs = [layer for layer in model.layers if layer.weights]
+    # conv2d ... conv2d_10 of the reference: kernel shapes in its topological order.
+    assert [tuple(layer.kernel.shape[-2:]) for layer in convs] == [
+        (1, 32), (32, 32), (32, 64), (64, 64), (64, 128), (128, 64), (128, 64), (64, 32), (64, 32), (32, 32), (32, 1)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_inputs_are_named_and_fully_convolutional(name, ndim, rng):
+    model = build_model(name, ndim=ndim, filters=2, **({"layers": 4} if name == "dncnn" else {}))
+    assert [t.name for t in model.inputs] == (["noisy", "prior"] if name == "resprunet" else ["noisy"])
+    assert model.name == f"{name}_{ndim}d"
+    for shape in [(1,) + (8,) * ndim + (1,), (2,) + (4,) * (ndim - 1) + (12, 1)]:
+        output = model(_inputs(model, shape, rng))
+        assert tuple(output.shape) == shape
+
+
+def test_depth_generalises_unet():
+    deeper = build_model("unet", ndim=2, filters=4, depth=3)
+    assert sum("pool" in layer.name for layer in deeper.layers) == 3
+    assert deeper(np.zeros((1, 16, 24, 1), np.float32)).shape == (1, 16, 24, 1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"name": "vnet"}, "valid names: convnet, cnn2, cnn7, resnet, dncnn, unet, resprunet"),
+        ({"name": "unet", "ndim": 4}, "ndim must be 2"),
+        ({"name": "unet", "filters": 0}, "filters must be an integer"),
+        ({"name": "unet", "kernel_size": 4}, "kernel_size must be odd"),
+        ({"name": "unet", "depth": 0}, "depth must be an integer"),
+        ({"name": "unet", "dropout": 0.1}, "unknown option(s) ['dropout']"),
+        ({"name": "unet", "padding": "valid"}, "padding='valid'"),
+        ({"name": "convnet", "padding": "causal"}, "padding must be one of"),
+    ],
+)
+def test_bad_settings_raise_config_error(kwargs, message):
+    kwargs = {"ndim": 2, **kwargs}
+    with pytest.raises(ConfigError) as caught:
+        build_model(kwargs.pop("name"), **kwargs)
+    assert message in str(caught.value)
+
+
+def test_valid_padding_option_for_plain_cnn():
+    model = build_model("convnet", ndim=2, filters=4, padding="valid")
+    assert model(np.zeros((1, 12, 12, 1), np.float32)).shape == (1, 8, 8, 1)
+
+
+def _zero_output_layer(model, name="out"):
+    layer = model.get_layer(name)
+    layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+
+
+@pytest.mark.parametrize("ndim, shape", [(2, (37, 45)), (2, (3, 21, 19)), (3, (9, 37, 45))])
+def test_resprunet_with_zero_last_layer_returns_prior(ndim, shape, rng):
+    model = build_model("resprunet", ndim=ndim, filters=2)
+    _zero_output_layer(model)
+    noisy, prior = rng.random(shape, dtype=np.float32), rng.random(shape, dtype=np.float32)
+    np.testing.assert_array_equal(predict(model, noisy, prior=prior, progress=False), prior)
+
+
+@pytest.mark.parametrize("ndim, shape", [(2, (37, 45)), (3, (9, 37, 45))])
+@pytest.mark.parametrize("name, last", [("unet", "out"), ("dncnn", "noise")])
+def test_residual_models_with_zero_last_layer_return_input(name, last, ndim, shape, rng):
+    options = {"layers": 4} if name == "dncnn" else {"residual": True}
+    model = build_model(name, ndim=ndim, filters=2, **options)
+    _zero_output_layer(model, last)
+    noisy = rng.random(shape, dtype=np.float32)
+    np.testing.assert_array_equal(predict(model, noisy, progress=False), noisy)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+@pytest.mark.parametrize("name", ["unet", "resprunet", "dncnn", "resnet"])
+def test_mixed_precision_outputs_float32(policy, name, rng):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        options = {"layers": 4} if name == "dncnn" else {"residual": name == "unet"}
+        model = build_model(name, ndim=2, filters=4, **options)
+        output = model(_inputs(model, (1, 16, 16, 1), rng))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.layers[-1].compute_dtype == "float32"
+    assert output.dtype == tf.float32
+    assert np.isfinite(output.numpy()).all()
+
+
+def test_builds_and_predicts_under_mirrored_strategy(rng):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = build_model("resprunet", ndim=3, filters=2)
+    noisy = rng.random((5, 13, 11), dtype=np.float32)
+    assert predict(model, noisy, prior=noisy, progress=False).shape == noisy.shape
+
+
+# ----------------------------------------------------------------------------- storage
+
+
+def test_save_load_round_trip_keeps_outputs_and_config(tmp_path, rng):
+    keras.utils.set_random_seed(3)
+    model = build_model("resprunet", ndim=3, filters=2)
+    config = {"model": "resprunet", "ndim": 3, "filters": 2, "noise": np.float32(0.05), "hu_window": (-1000, 400)}
+    path = save_model(model, tmp_path / "run" / "model.keras", config)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.keras"]  # no temporary left behind
+
+    loaded, loaded_config = load_model(path)
+    expected = {"model": "resprunet", "ndim": 3, "filters": 2, "noise": pytest.approx(0.05), "hu_window": [-1000, 400]}
+    assert loaded_config == expected
+    assert read_config(path) == loaded_config
+    batch = _inputs(model, (1, 8, 12, 12, 1), rng)
+    np.testing.assert_array_equal(loaded.predict_on_batch(batch), model.predict_on_batch(batch))
+
+
+def test_lambda_layer_is_refused(tmp_path):
+    inputs = keras.Input((None, None, 1))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda t: 2.0 * t)(inputs))
+    path = tmp_path / "lambda.keras"
+    model.save(path)
+    with pytest.raises(ModelFileError, match=r"lambda\.keras: contains a Lambda layer"):
+        load_model(path)
+
+
+def test_save_rejects_bad_path_and_config(tmp_path):
+    model = build_model("cnn2", ndim=2, filters=2)
+    with pytest.raises(ConfigError, match=r"\.keras"):
+        save_model(model, tmp_path / "model.h5", {})
+    with pytest.raises(ConfigError, match="JSON"):
+        save_model(model, tmp_path / "model.keras", {"bad": object()})
+    assert not list(tmp_path.iterdir())
+
+
+def _truncated_keras(tmp_path):
+    path = save_model(build_model("cnn2", ndim=2, filters=2), tmp_path / "full.keras", {})
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return truncated
+
+
+def _zip_without_model(tmp_path):
+    path = tmp_path / "notes.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "not a model")
+    return path
+
+
+def _bad_weights(tmp_path):
+    path = save_model(build_model("cnn2", ndim=2, filters=2), tmp_path / "weights.keras", {})
+    rewritten = tmp_path / "bad_weights.keras"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(rewritten, "w") as target:
+        for item in source.namelist():
+            data = b"garbage" if item == "model.weights.h5" else source.read(item)
+            target.writestr(item, data)
+    return rewritten
+
+
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (lambda tmp: tmp / "missing.keras", "no such model file"),
+        (_truncated_keras, "truncated"),
+        (lambda tmp: (tmp / "text.keras").write_text("hello") and tmp / "text.keras", "not a .keras archive"),
+        (_zip_without_model, "not a Keras model file"),
+        (_bad_weights, "Keras could not load it"),
+        (lambda tmp: (tmp / "a.npy").write_bytes(b"\x93NUMPY") and tmp / "a.npy", "unsupported model file type"),
+    ],
+)
+def test_unusable_model_files_raise_model_file_error(tmp_path, make, problem):
+    path = make(tmp_path)
+    with pytest.raises(ModelFileError) as caught:
+        load_model(path)
+    assert str(caught.value).startswith(str(path)) and problem in str(caught.value)
+
+
+def test_embedded_config_is_a_plain_zip_entry(tmp_path):
+    path = save_model(build_model("cnn2", ndim=2, filters=2), tmp_path / "m.keras", {"seed": 1})
+    with zipfile.ZipFile(path) as archive:
+        assert json.loads(archive.read("ctden_config.json")) == {"seed": 1}
