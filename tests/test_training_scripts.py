@@ -11,25 +11,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.scripts import REPO, history_epochs, run_script
 
 SCRIPT_2D = REPO / "Train_model_denoising2D.py"
 SCRIPT_3D = REPO / "Train_model_denoising3D.py"
-
-
-def run_script(script, *args, timeout=600, check=True):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run(
-        [sys.executable, str(script), *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"{script.name} {' '.join(map(str, args))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
-def history_epochs(run_dir):
-    with open(run_dir / "history.csv", newline="") as handle:
-        return [int(row["epoch"]) for row in csv.DictReader(handle)]
 
 
 def tensorboard_tags(log_dir):

@@ -27,6 +27,10 @@ def atomic_path(path):
     try:
         yield tmp
         _fsync(tmp)
+        # mkstemp creates private files; give the result the permissions of an ordinary new file.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -27,8 +27,8 @@ import numpy as np
 import tensorflow as tf
 
 from utils import atomic
-from utils.config import TrainingConfig, environment_record
-from utils.errors import ConfigError, DataError, RunDirectoryError
+from utils.config import environment_record
+from utils.errors import ConfigError, DataError, ModelFileError, RunDirectoryError
 from utils.metrics import psnr_metric, ssim_metric
 from utils.noise import make_noise
 from utils.pipeline import PatchSampling, check_patch_fits, make_dataset
@@ -115,14 +115,37 @@ def configure_runtime(config, deterministic=True, logical_cpus=0):
     if logical_cpus > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * logical_cpus)
+    if config.distribute == "multiworker":
+        # MultiWorkerMirroredStrategy must exist before the first TensorFlow op (the pipelines
+        # built next), or TF fails with "Collective ops must be configured at program startup".
+        # make_strategy keeps it, so the script's later make_strategy call returns this one.
+        make_strategy("multiworker")
     keras.utils.set_random_seed(config.seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy(config.precision)
 
 
+class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """MultiWorkerMirroredStrategy whose ``reduce`` accepts nested values, as MirroredStrategy's does.
+
+    Keras 3 ``model.fit`` reduces its first ``(inputs, targets)`` batch with one
+    ``strategy.reduce`` call to build the model; the multi-worker strategy only takes single
+    values and fails with "Attempt to convert a value (PerReplica...) to a Tensor"
+    (keras-team/keras#20585, tensorflow/tensorflow#72388). Reducing leaf by leaf fixes it.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        parent = super()
+        return tf.nest.map_structure(lambda leaf: parent.reduce(reduce_op, leaf, axis), value)
+
+
+_MULTIWORKER_STRATEGY = None
+
+
 def make_strategy(name):
     """TensorFlow's own distribution engine: all local GPUs, or workers described by TF_CONFIG."""
+    global _MULTIWORKER_STRATEGY
     if name == "none":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -132,7 +155,9 @@ def make_strategy(name):
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise ConfigError("--distribute multiworker needs the TF_CONFIG environment variable (cluster and task)")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        if _MULTIWORKER_STRATEGY is None:  # one per process: see configure_runtime
+            _MULTIWORKER_STRATEGY = _MultiWorkerMirroredStrategy()
+        return _MULTIWORKER_STRATEGY
     raise ConfigError(f"unknown distribution strategy {name!r}")
 
 
@@ -178,7 +203,8 @@ def resolve_data(config, quick=False):
     return train, val, {"train": described, "validation": val_described}
 
 
-QUICK_PHANTOMS = {"out_dir": "data/phantom_quick", "n_train": 2, "n_val": 1, "n_test": 1, "shape": (16, 64, 64)}
+# Normal anatomy at low resolution (4 mm pixels), so smoke runs still see CT-like images.
+QUICK_PHANTOMS = {"out_dir": "data/phantom_quick", "n_train": 2, "n_val": 1, "n_test": 1, "shape": (16, 64, 64), "spacing": (2.5, 4.0, 4.0)}
 
 
 def prepare(config, options):
@@ -264,14 +290,27 @@ def training_data(config, train_volumes, val_volumes):
 
 # ----------------------------------------------------------------------------- model
 def build_or_load_model(config):
-    """A fresh model from the builders, or one to continue from (``init_model``: .keras or reference .h5)."""
+    """A fresh model from the builders, or one to continue from (``init_model``: .keras or reference .h5).
+
+    A model file that cannot be loaded, or whose dimensionality or prior input does not match
+    the settings, stops the script with a one-line message before anything is written.
+    """
     from models import build_model
+    from models.inference import model_info
     from models.storage import load_model
 
-    if config.init_model:
+    if not config.init_model:
+        return build_model(config.model, **config.model_options)
+    try:
         model, _ = load_model(config.init_model)
-        return model
-    return build_model(config.model, **config.model_options)
+        info = model_info(model)
+    except (ModelFileError, ConfigError) as error:
+        raise SystemExit(f"error: {error}") from None
+    if info.ndim != config.ndim or info.needs_prior != config.prior:
+        kind = f"{info.ndim}D{' with a prior input' if info.needs_prior else ''}"
+        wanted = f"{config.ndim}D{' with a prior input' if config.prior else ''}"
+        raise SystemExit(f"error: {config.init_model}: the model is {kind}, this training needs {wanted}")
+    return model
 
 
 def compile_model(model, config):
@@ -470,6 +509,8 @@ def finish_run(model, run, config_record, started):
     }
     run.mark_finished(summary)
     shutil.rmtree(run.backup, ignore_errors=True)
+    for leftover in run.path.glob(".*.tmp*"):  # from writes interrupted by a kill in an earlier part of the run
+        leftover.unlink()
     return summary
 
 
