@@ -129,15 +129,25 @@ def configure_runtime(config, deterministic=True, logical_cpus=0):
 class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
     """MultiWorkerMirroredStrategy whose ``reduce`` accepts nested values, as MirroredStrategy's does.
 
-    Keras 3 ``model.fit`` reduces its first ``(inputs, targets)`` batch with one
-    ``strategy.reduce`` call to build the model; the multi-worker strategy only takes single
-    values and fails with "Attempt to convert a value (PerReplica...) to a Tensor"
-    (keras-team/keras#20585, tensorflow/tensorflow#72388). Reducing leaf by leaf fixes it.
+    Works around two Keras 3 (3.15) bugs that stop ``model.fit`` under this strategy
+    (keras-team/keras#20585, tensorflow/tensorflow#72388):
+
+    * fit reduces its first ``(inputs, targets)`` batch with one ``reduce`` call, which the
+      multi-worker strategy rejects ("Attempt to convert a value (PerReplica...) to a
+      Tensor"): nested values are reduced leaf by leaf, as MirroredStrategy does;
+    * every step reduces the scalar loss and metrics with ``axis=0`` ("Invalid reduction
+      dimension 0 for input with 0 dimensions"): scalars are averaged across replicas only,
+      which is what the single-worker strategies do with them.
     """
 
     def reduce(self, reduce_op, value, axis):
         parent = super()
-        return tf.nest.map_structure(lambda leaf: parent.reduce(reduce_op, leaf, axis), value)
+
+        def reduce_leaf(leaf):
+            scalar = tf.convert_to_tensor(parent.experimental_local_results(leaf)[0]).shape.rank == 0
+            return parent.reduce(reduce_op, leaf, None if scalar else axis)
+
+        return tf.nest.map_structure(reduce_leaf, value)
 
 
 _MULTIWORKER_STRATEGY = None
