@@ -19,11 +19,13 @@ from utils.config import TrainingConfig
 MODEL = "unet"  # convnet, cnn2, cnn7, resnet, dncnn, unet, resprunet
 FILTERS = 32
 DEPTH = 2
+RESIDUAL = True  # learn the noise (input + correction); --no-residual is the reference's plain U-Net
 NOISE = 0.05  # standard deviation on the [0, 1] scale: 0.02, 0.05, 0.10 in the paper
 PATCH = (128, 128)
 BATCH_SIZE = 16
 EPOCHS = 40
 LEARNING_RATE = 1e-3
+LR_SCHEDULE = "cosine"  # constant or cosine
 DATA = ()  # empty: the embedded phantoms in data/phantom/
 HU_WINDOW = (-1000.0, 400.0)
 PRECISION = "mixed_bfloat16"  # float32, mixed_bfloat16 (CPUs with AVX512-BF16, recent GPUs), mixed_float16 (GPUs)
@@ -32,8 +34,8 @@ SEED = 0
 QUICK = dict(filters=8, patch=(32, 32), batch_size=4, epochs=2, samples_per_volume=4, time_limit_minutes=0.0)
 
 defaults = TrainingConfig(
-    ndim=2, model=MODEL, filters=FILTERS, depth=DEPTH, noise=NOISE, patch=PATCH, batch_size=BATCH_SIZE,
-    epochs=EPOCHS, learning_rate=LEARNING_RATE, data=DATA, hu_window=HU_WINDOW, precision=PRECISION,
+    ndim=2, model=MODEL, filters=FILTERS, depth=DEPTH, residual=RESIDUAL, noise=NOISE, patch=PATCH, batch_size=BATCH_SIZE,
+    epochs=EPOCHS, learning_rate=LEARNING_RATE, lr_schedule=LR_SCHEDULE, data=DATA, hu_window=HU_WINDOW, precision=PRECISION,
     time_limit_minutes=TIME_LIMIT_MINUTES, seed=SEED,
 )
 if "--quick" in sys.argv:
@@ -47,7 +49,7 @@ run, resuming, data = training.prepare(config, options)
 
 # ## Model
 with training.make_strategy(config.distribute).scope():
-    model = training.compile_model(training.build_or_load_model(config), config)
+    model = training.compile_model(training.build_or_load_model(config), config, data.steps_per_epoch)
 model.summary(line_length=100)
 run.write_config(config, data.description)
 

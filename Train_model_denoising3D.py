@@ -26,6 +26,7 @@ PATCH = (16, 64, 64)
 BATCH_SIZE = 4
 EPOCHS = 40
 LEARNING_RATE = 1e-3
+LR_SCHEDULE = "cosine"  # constant or cosine
 DATA = ()  # empty: the embedded phantoms in data/phantom/
 HU_WINDOW = (-1000.0, 400.0)
 PRECISION = "mixed_bfloat16"  # float32, mixed_bfloat16 (CPUs with AVX512-BF16, recent GPUs), mixed_float16 (GPUs)
@@ -35,7 +36,7 @@ QUICK = dict(filters=4, patch=(8, 32, 32), batch_size=2, epochs=2, samples_per_v
 
 defaults = TrainingConfig(
     ndim=3, model=MODEL, filters=FILTERS, depth=DEPTH, noise=NOISE, patch=PATCH, batch_size=BATCH_SIZE,
-    epochs=EPOCHS, learning_rate=LEARNING_RATE, data=DATA, hu_window=HU_WINDOW, precision=PRECISION,
+    epochs=EPOCHS, learning_rate=LEARNING_RATE, lr_schedule=LR_SCHEDULE, data=DATA, hu_window=HU_WINDOW, precision=PRECISION,
     time_limit_minutes=TIME_LIMIT_MINUTES, seed=SEED,
 )
 if "--quick" in sys.argv:
@@ -49,7 +50,7 @@ run, resuming, data = training.prepare(config, options)
 
 # ## Model
 with training.make_strategy(config.distribute).scope():
-    model = training.compile_model(training.build_or_load_model(config), config)
+    model = training.compile_model(training.build_or_load_model(config), config, data.steps_per_epoch)
 model.summary(line_length=100)
 run.write_config(config, data.description)
 

@@ -20,6 +20,7 @@ MODEL_NAMES = ("convnet", "cnn2", "cnn7", "resnet", "dncnn", "unet", "resprunet"
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("none", "mirrored", "multiworker")
 PRIOR_VARIANTS = ("centred", "reference")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass
@@ -45,6 +46,7 @@ class TrainingConfig:
     samples_per_volume: int = 0
     epochs: int = 30
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"
     data: tuple = ()
     validation_data: tuple = ()
     hu_window: tuple = (-1000.0, 400.0)
@@ -88,6 +90,11 @@ class TrainingConfig:
             (self.samples_per_volume >= 0, f"--samples-per-volume must be >= 0, got {self.samples_per_volume}"),
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
             (self.learning_rate > 0, f"--learning-rate must be > 0, got {self.learning_rate}"),
+            (self.lr_schedule in LR_SCHEDULES, f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"),
+            (
+                not (self.lr_schedule == "cosine" and self.reduce_lr_patience),
+                "--reduce-lr-patience and --lr-schedule cosine both drive the learning rate; choose one",
+            ),
             (len(self.hu_window) == 2 and self.hu_window[0] < self.hu_window[1], f"--hu-window must be LO HI with LO < HI, got {self.hu_window}"),
             (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
             (self.distribute in STRATEGIES, f"--distribute must be one of {', '.join(STRATEGIES)}, got {self.distribute!r}"),
