@@ -171,6 +171,7 @@ def test_2d_demo_accepts_a_reference_h5_model(seed_models, full_size_data, tuned
     "model, expected",
     [("corrupt", ["corrupt.keras", "not a .keras archive"]), ("unet3d", ["unet3d.keras", "3D model", "2D models"])],
 )
+@pytest.mark.bad_input
 def test_2d_demo_refuses_bad_model_files_cleanly(tiny_data, tiny_models, tuned_dir, tmp_path, model, expected):
     out = tmp_path / "refused"
     result = run_script(
@@ -280,6 +281,7 @@ def test_default_models_are_those_of_the_right_noise_and_dimension(tiny_models, 
     assert len(chosen) == 3
 
 
+@pytest.mark.bad_input
 def test_dimension_and_prior_mismatches_are_caught_before_any_work(volumes, tiny_models):
     noisy_volumes = assessment.add_noise(volumes, NOISE)
     slices = assessment.slice_samples(noisy_volumes, 1)

@@ -26,6 +26,7 @@ from utils.errors import ConfigError
         ({"model": "unet", "prior": True}, "ResPrU-Net"),
     ],
 )
+@pytest.mark.bad_input
 def test_bad_settings_are_named(change, message):
     with pytest.raises(ConfigError, match=message):
         TrainingConfig(**change).validate()
@@ -42,6 +43,7 @@ def test_round_trip_through_json(tmp_path):
     assert TrainingConfig.from_json(path) == config
 
 
+@pytest.mark.bad_input
 def test_unknown_keys_are_refused():
     with pytest.raises(ConfigError, match="colour"):
         TrainingConfig.from_dict({"colour": "red"})

@@ -18,6 +18,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from tests.scripts import REPO, history_epochs, run_script
 
@@ -115,6 +116,7 @@ def test_two_workers_train_one_model_on_localhost(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.bad_input
 def test_multiworker_without_tf_config_fails_with_one_line(tmp_path):
     env_backup = os.environ.pop("TF_CONFIG", None)
     try:

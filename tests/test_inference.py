@@ -118,6 +118,7 @@ def test_trailing_channel_axis_is_kept_and_ints_accepted(rng):
         ("unet", 2, (0, 45), None, "empty"),
     ],
 )
+@pytest.mark.bad_input
 def test_bad_inputs_raise_config_error(name, ndim, noisy_shape, prior_shape, message, rng):
     model = _small(name, ndim)
     prior = None if prior_shape is None else rng.random(prior_shape)
@@ -135,11 +136,13 @@ def test_bad_inputs_raise_config_error(name, ndim, noisy_shape, prior_shape, mes
         ({"overlap": -1, "tile_shape": (64, 64)}, "overlap must be"),
     ],
 )
+@pytest.mark.bad_input
 def test_bad_tiling_settings_raise_config_error(kwargs, message, rng):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         predict(_small("unet", 2), rng.random((101, 133)), progress=False, **kwargs)
 
 
+@pytest.mark.bad_input
 def test_non_finite_input_is_refused(rng):
     image = rng.random((16, 16))
     image[3, 4] = np.nan

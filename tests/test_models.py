@@ -78,6 +78,7 @@ def test_depth_generalises_unet():
         ({"name": "convnet", "padding": "causal"}, "padding must be one of"),
     ],
 )
+@pytest.mark.bad_input
 def test_bad_settings_raise_config_error(kwargs, message):
     kwargs = {"ndim": 2, **kwargs}
     with pytest.raises(ConfigError) as caught:
@@ -154,6 +155,7 @@ def test_save_load_round_trip_keeps_outputs_and_config(tmp_path, rng):
     np.testing.assert_array_equal(loaded.predict_on_batch(batch), model.predict_on_batch(batch))
 
 
+@pytest.mark.bad_input
 def test_lambda_layer_is_refused(tmp_path):
     inputs = keras.Input((None, None, 1))
     model = keras.Model(inputs, keras.layers.Lambda(lambda t: 2.0 * t)(inputs))
@@ -163,6 +165,7 @@ def test_lambda_layer_is_refused(tmp_path):
         load_model(path)
 
 
+@pytest.mark.bad_input
 def test_save_rejects_bad_path_and_config(tmp_path):
     model = build_model("cnn2", ndim=2, filters=2)
     with pytest.raises(ConfigError, match=r"\.keras"):
@@ -207,6 +210,7 @@ def _bad_weights(tmp_path):
         (lambda tmp: (tmp / "a.npy").write_bytes(b"\x93NUMPY") and tmp / "a.npy", "unsupported model file type"),
     ],
 )
+@pytest.mark.bad_input
 def test_unusable_model_files_raise_model_file_error(tmp_path, make, problem):
     path = make(tmp_path)
     with pytest.raises(ModelFileError) as caught:

@@ -33,11 +33,13 @@ def test_poisson_gaussian_grows_with_intensity(rng):
 
 
 @pytest.mark.parametrize("bad", [-0.01, float("nan")])
+@pytest.mark.bad_input
 def test_bad_noise_level_is_refused(bad):
     with pytest.raises(ConfigError, match="noise"):
         make_noise(bad)
 
 
+@pytest.mark.bad_input
 def test_unknown_noise_model_lists_the_known_ones():
     with pytest.raises(ConfigError, match="gaussian"):
         make_noise(0.05, "speckle")

@@ -145,6 +145,7 @@ def test_anatomy_does_not_depend_on_the_resolution():
 
 @pytest.mark.parametrize("shape, spacing", [((0, 8, 8), (1, 1, 1)), ((8, 8), (1, 1, 1)), ((4, 4, 8), (1, 1, 1)),
                                             ((4, 8, 8), (1, 0, 1)), ((4, 8, 8), (1, float("nan"), 1))])
+@pytest.mark.bad_input
 def test_bad_geometry_is_refused(shape, spacing):
     with pytest.raises(ConfigError):
         phantom.make_phantom(0, shape=shape, spacing=spacing)
@@ -205,6 +206,7 @@ def test_project_reader_gets_the_phantom_back_with_its_spacing(tmp_path):
     assert np.allclose(volume.array, np.clip((expected + 1000.0) / 1400.0, 0, 1), atol=1e-6)
 
 
+@pytest.mark.bad_input
 def test_existing_dataset_is_not_overwritten_by_accident(tmp_path):
     _generate_tiny(tmp_path)
     with pytest.raises(RunDirectoryError):
@@ -264,6 +266,7 @@ def test_ensure_dataset_regenerates_when_settings_differ(tmp_path, monkeypatch, 
         assert stored == wanted
 
 
+@pytest.mark.bad_input
 def test_ensure_dataset_regenerates_when_a_file_is_missing_or_truncated(tmp_path, monkeypatch):
     settings = dict(n_train=2, n_val=1, n_test=1, shape=TINY, seed=5, progress=False)
     files = phantom.ensure_default_dataset(tmp_path, **settings)
@@ -298,6 +301,7 @@ def test_command_line_writes_and_then_reuses(tmp_path, capsys):
     assert (tmp_path / "manifest.json").stat().st_mtime_ns != stamp
 
 
+@pytest.mark.bad_input
 def test_command_line_reports_bad_settings(tmp_path, capsys):
     assert phantom.main(["--out", str(tmp_path), "--shape", "0", "24", "24"]) == 2
     assert "error:" in capsys.readouterr().err

@@ -110,6 +110,7 @@ def test_window_augmentation_quantises_to_8_bits(volumes):
     np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)
 
 
+@pytest.mark.bad_input
 def test_patch_larger_than_the_data_is_refused(volumes):
     with pytest.raises(ConfigError, match="larger than volume"):
         make_dataset(volumes, PatchSampling((64, 64)))

@@ -167,6 +167,7 @@ def test_describe_cli_on_real_dicom(real_ct):
     assert info["contiguous"] is False and info["min"] == pytest.approx(0.5) and info["max"] <= 1.0
 
 
+@pytest.mark.bad_input
 def test_describe_cli_bad_path_exits_2_without_traceback(tmp_path):
     missing = tmp_path / "no_such_scan"
     result = run_describe(missing)
@@ -175,6 +176,7 @@ def test_describe_cli_bad_path_exits_2_without_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.bad_input
 def test_describe_bad_window_exits_2(tmp_path, capsys):
     from utils.describe import main
 
@@ -352,6 +354,7 @@ def test_reference_npz_2d_and_3d(tmp_path, rng):
     np.testing.assert_array_equal(volumes[1].array, clean3d[1, ..., 0])
 
 
+@pytest.mark.bad_input
 def test_window_hu_formula_and_bad_windows():
     hu = np.array([-2000, -1000, -300, 400, 3000])
     np.testing.assert_allclose(window_hu(hu, (-1000, 400)), [0, 0, 0.5, 1, 1])
@@ -371,10 +374,12 @@ def test_ctvolume_describe_is_json_ready():
 # --------------------------------------------------------------------------- bad input
 
 
+@pytest.mark.bad_input
 def test_missing_path(tmp_path):
     assert_data_error(lambda: read_ct(tmp_path / "gone.dcm"), "gone.dcm", "does not exist")
 
 
+@pytest.mark.bad_input
 def test_empty_folder_and_folder_of_documentation(tmp_path):
     assert_data_error(lambda: read_ct(tmp_path), str(tmp_path), "empty")
     (tmp_path / "README.md").write_text("notes")
@@ -388,12 +393,14 @@ def truncate(path, keep_fraction=0.5):
     return path
 
 
+@pytest.mark.bad_input
 def test_truncated_png(tmp_path):
     write_png(tmp_path / "a_1.png", np.arange(64 * 64, dtype=np.uint16).reshape(64, 64))
     truncate(write_png(tmp_path / "a_2.png", np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)))
     assert_data_error(lambda: read_ct(tmp_path), "a_2.png", "truncated")
 
 
+@pytest.mark.bad_input
 def test_truncated_nifti(tmp_path):
     hu = np.random.default_rng(0).integers(-1000, 1000, (16, 16, 8), dtype=np.int16)  # noise: gzip cannot shrink it
     truncate(write_nifti(tmp_path / "ct.nii.gz", hu))
@@ -401,6 +408,7 @@ def test_truncated_nifti(tmp_path):
 
 
 @pytest.mark.parametrize("keep_fraction", [0.01, 0.5, 0.99])
+@pytest.mark.bad_input
 def test_truncated_dicom(tmp_path, keep_fraction):
     write_axial_series(tmp_path, constant_hu_slices([0, 1, 2], shape=(32, 32)))
     truncate(tmp_path / "s01.dcm", keep_fraction)
@@ -409,12 +417,14 @@ def test_truncated_dicom(tmp_path, keep_fraction):
     assert any(word in error.problem for word in ("truncated", "not a DICOM"))
 
 
+@pytest.mark.bad_input
 def test_truncated_copy_of_real_dicom(real_ct, tmp_path):
     source = real_ct / CRLM / "1-20.dcm"
     (tmp_path / "1-20.dcm").write_bytes(source.read_bytes()[:300_000])
     assert_data_error(lambda: read_ct(tmp_path), "1-20.dcm", "truncated")
 
 
+@pytest.mark.bad_input
 def test_mixed_slice_sizes_name_both_files(tmp_path):
     write_png(tmp_path / "s1.png", np.zeros((4, 4), np.uint8))
     write_png(tmp_path / "s2.png", np.zeros((4, 5), np.uint8))
@@ -424,6 +434,7 @@ def test_mixed_slice_sizes_name_both_files(tmp_path):
     assert_data_error(lambda: read_ct(dicom_folder), "s00.dcm", "s01.dcm", "(6, 6)", "mixed slice sizes")
 
 
+@pytest.mark.bad_input
 def test_non_image_files(tmp_path):
     (tmp_path / "notes.png").write_text("this is text, renamed")
     assert_data_error(lambda: read_ct(tmp_path), "notes.png", "png")
@@ -439,6 +450,7 @@ def test_non_image_files(tmp_path):
     assert_data_error(lambda: read_ct(tmp_path / "fake.dcm"), "fake.dcm", "not a DICOM")
 
 
+@pytest.mark.bad_input
 def test_colour_and_signed_images(tmp_path):
     colour = np.zeros((4, 4, 3), np.uint8)
     colour[..., 0] = 200
@@ -450,6 +462,7 @@ def test_colour_and_signed_images(tmp_path):
     assert_data_error(lambda: read_ct(tmp_path / "hu.tif"), "hu.tif", "int16", "unsigned 8- or 16-bit")
 
 
+@pytest.mark.bad_input
 def test_non_finite_values(tmp_path):
     bad = np.zeros((2, 3, 3, 1), np.float32)
     bad[0, 1, 1, 0] = np.nan
@@ -461,12 +474,14 @@ def test_non_finite_values(tmp_path):
     assert_data_error(lambda: read_ct(tmp_path / "inf.nii.gz"), "inf.nii.gz", "non-finite", "1 Inf")
 
 
+@pytest.mark.bad_input
 def test_folder_mixing_formats(tmp_path):
     write_png(tmp_path / "slice_1.png", np.zeros((4, 5), np.uint8))
     write_dicom_slice(tmp_path / "slice_2.dcm", np.zeros((4, 5)), position=(0, 0, 0), series_uid="1.2")
     assert_data_error(lambda: read_ct(tmp_path), "slice_1.png", "slice_2.dcm", "mixes file formats")
 
 
+@pytest.mark.bad_input
 def test_several_dicom_series_are_listed(tmp_path):
     write_axial_series(tmp_path, constant_hu_slices([0, 0]), series_uid="1.2.840.1", description="AXIAL 5mm")
     write_axial_series(
@@ -477,6 +492,7 @@ def test_several_dicom_series_are_listed(tmp_path):
     )
 
 
+@pytest.mark.bad_input
 def test_non_ct_modalities(tmp_path):
     write_dicom_slice(tmp_path / "mr.dcm", np.zeros((4, 4)), position=(0, 0, 0), series_uid="1.3", modality="MR")
     assert_data_error(lambda: read_ct(tmp_path / "mr.dcm"), "mr.dcm", "'MR'", "not CT")
@@ -486,11 +502,13 @@ def test_non_ct_modalities(tmp_path):
     assert_data_error(lambda: read_ct(tmp_path / "ct.dcm"), "ct.dcm", "no pixel data")
 
 
+@pytest.mark.bad_input
 def test_duplicate_dicom_positions(tmp_path):
     write_axial_series(tmp_path, constant_hu_slices([0, 0, 0]), step=0.0)
     assert_data_error(lambda: read_ct(tmp_path), "s01.dcm", "s00.dcm", "duplicate")
 
 
+@pytest.mark.bad_input
 def test_invalid_reference_npz(tmp_path):
     np.savez(tmp_path / "objects.npz", data_test=np.array([{"a": 1}], dtype=object))
     assert_data_error(lambda: read_ct(tmp_path / "objects.npz"), "objects.npz", "pickle")
@@ -544,6 +562,7 @@ def loads_or_raises_data_error(suffix, content):
 
 @QUICK
 @given(suffix=st.sampled_from(SUFFIXES), content=st.binary(max_size=600))
+@pytest.mark.bad_input
 def test_random_bytes_load_or_raise_data_error(suffix, content):
     loads_or_raises_data_error(suffix, content)
 
@@ -554,6 +573,7 @@ def test_random_bytes_load_or_raise_data_error(suffix, content):
     cut=st.floats(0, 1),
     flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=4),
 )
+@pytest.mark.bad_input
 def test_damaged_files_load_or_raise_data_error(suffix, cut, flips):
     content = bytearray(SEED_FILES[suffix])
     for where, value in flips:

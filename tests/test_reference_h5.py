@@ -124,6 +124,7 @@ def _truncated(tmp, seed_models):
         (_dense_model, "no Conv2D/Conv3D layers"),
     ],
 )
+@pytest.mark.bad_input
 def test_unusable_files_raise_model_file_error(make, problem, tmp_path):
     path = make(tmp_path)
     with pytest.raises(ModelFileError) as caught:
@@ -131,6 +132,7 @@ def test_unusable_files_raise_model_file_error(make, problem, tmp_path):
     assert str(caught.value).startswith(str(path)) and problem in str(caught.value)
 
 
+@pytest.mark.bad_input
 def test_truncated_reference_file_raises_model_file_error(seed_models, tmp_path):
     path = _truncated(tmp_path, seed_models)
     with pytest.raises(ModelFileError, match="truncated.h5"):

@@ -73,6 +73,7 @@ def non_image_file(folder):
 @pytest.mark.parametrize(
     "make_bad_data", [truncated_nifti, two_series_folder, mr_series, mixed_size_pngs, nan_npz, non_image_file]
 )
+@pytest.mark.bad_input
 def test_bad_training_data_is_refused_before_training(tmp_path, make_bad_data):
     data, fragment = make_bad_data(tmp_path)
     out = tmp_path / "run"
@@ -82,6 +83,7 @@ def test_bad_training_data_is_refused_before_training(tmp_path, make_bad_data):
     assert not out.exists()
 
 
+@pytest.mark.bad_input
 def test_volume_thinner_than_the_patch_is_refused(tmp_path):
     thin = write_nifti(tmp_path / "thin.nii.gz", np.transpose(soft_tissue_volume(depth=4, size=64), (2, 1, 0)))
     out = tmp_path / "run"
@@ -106,6 +108,7 @@ def _keras_file_with_lambda(path):
     ],
     ids=["not-a-model", "other-dimensionality", "lambda-layer"],
 )
+@pytest.mark.bad_input
 def test_bad_initial_model_is_refused_before_training(tmp_path, make_model, fragment):
     model_path = make_model(tmp_path)
     out = tmp_path / "run"
@@ -115,6 +118,7 @@ def test_bad_initial_model_is_refused_before_training(tmp_path, make_model, frag
     assert not (out / "history.csv").exists() and not (out / "config.json").exists()
 
 
+@pytest.mark.bad_input
 def test_unfinished_run_with_other_settings_is_not_overwritten(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
@@ -124,6 +128,7 @@ def test_unfinished_run_with_other_settings_is_not_overwritten(tmp_path):
     assert json.loads((out / "config.json").read_text())["settings"]["model"] == "convnet"
 
 
+@pytest.mark.bad_input
 def test_folder_that_is_not_a_run_is_not_touched(tmp_path):
     out = tmp_path / "thesis"
     out.mkdir()

@@ -70,6 +70,7 @@ def test_saved_model_reloads_with_its_configuration(quick_2d_run):
     assert model.count_params() > 0
 
 
+@pytest.mark.bad_input
 def test_finished_run_is_not_overwritten(quick_2d_run):
     out, _ = quick_2d_run
     before = (out / "model_final.keras").stat().st_mtime_ns
@@ -132,6 +133,7 @@ def test_mirrored_training_on_two_logical_cpus(tmp_path):
         (["--init-model", "/nonexistent/model.keras"], "no such model file"),
     ],
 )
+@pytest.mark.bad_input
 def test_bad_settings_fail_before_training(tmp_path, args, message):
     out = tmp_path / "bad"
     started = time.monotonic()
