@@ -122,6 +122,20 @@ def test_2d_demo_writes_metrics_summary_and_figure(tiny_data, tiny_models, tuned
     assert not list(out.glob("*.tmp*"))
 
 
+def test_2d_demo_metrics_are_identical_across_runs(tiny_data, tiny_models, tuned_dir, tmp_path):
+    """Same seed, same metrics to the last digit (only the timings may differ)."""
+    tables = []
+    for run in ("first", "second"):
+        out = tmp_path / run
+        run_script(
+            DEMO_2D, "--data", tiny_data, "--models", tiny_models["unet2d"], "--methods", "noisy,tv",
+            "--slices-per-volume", 2, "--tuned-dir", tuned_dir, "--seed", 7, "--out", out,
+        )
+        _, rows = read_csv(out / "metrics.csv")
+        tables.append([{k: v for k, v in r.items() if k != "seconds"} for r in rows])
+    assert tables[0] == tables[1] and len(tables[0]) == 3 * 2 * 2  # methods x volumes x slices
+
+
 def test_3d_demo_scores_volumes_with_3d_and_2d_models(tiny_data, tiny_models, tuned_dir, tmp_path):
     out = tmp_path / "assess3d"
     run_script(
