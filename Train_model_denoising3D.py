@@ -24,6 +24,7 @@ DEPTH = 2
 NOISE = 0.05  # standard deviation on the [0, 1] scale: 0.02, 0.05, 0.10 in the paper
 PATCH = (16, 64, 64)
 BATCH_SIZE = 4
+SAMPLES_PER_VOLUME = 24  # random patches cut from each volume per epoch (0: one per patch depth, 4 here)
 EPOCHS = 40
 LEARNING_RATE = 1e-3
 LR_SCHEDULE = "cosine"  # constant or cosine
@@ -35,7 +36,7 @@ SEED = 0
 QUICK = dict(filters=4, patch=(8, 32, 32), batch_size=2, epochs=2, samples_per_volume=4, time_limit_minutes=0.0)
 
 defaults = TrainingConfig(
-    ndim=3, model=MODEL, filters=FILTERS, depth=DEPTH, noise=NOISE, patch=PATCH, batch_size=BATCH_SIZE,
+    ndim=3, model=MODEL, filters=FILTERS, depth=DEPTH, noise=NOISE, patch=PATCH, batch_size=BATCH_SIZE, samples_per_volume=SAMPLES_PER_VOLUME,
     epochs=EPOCHS, learning_rate=LEARNING_RATE, lr_schedule=LR_SCHEDULE, data=DATA, hu_window=HU_WINDOW, precision=PRECISION,
     time_limit_minutes=TIME_LIMIT_MINUTES, seed=SEED,
 )

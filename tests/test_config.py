@@ -36,6 +36,15 @@ def test_resprunet_implies_the_prior():
     assert TrainingConfig(model="resprunet").prior
 
 
+def test_another_model_on_the_command_line_drops_the_default_models_prior():
+    """A script whose default is ResPrU-Net trains a plain U-Net with --model unet."""
+    defaults = TrainingConfig(ndim=3, model="resprunet", patch=(16, 64, 64))
+    config, _ = parse_training_args(defaults, "test", ["--model", "unet"])
+    assert not config.validate().prior
+    config, _ = parse_training_args(TrainingConfig(model="unet"), "test", ["--model", "resprunet"])
+    assert config.validate().prior
+
+
 def test_round_trip_through_json(tmp_path):
     config = TrainingConfig(ndim=3, model="resprunet", patch=(8, 32, 32), data=("a", "b"))
     path = tmp_path / "config.json"

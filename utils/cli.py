@@ -17,7 +17,6 @@ HELP = {
     "depth": "number of poolings of the U-Nets",
     "kernel_size": "convolution kernel size",
     "residual": "plain U-Net learns the correction to its input",
-    "prior": "feed the neighbour-slice prior (ResPrU-Net); implied by --model resprunet",
     "prior_half_window": "prior window: slices on each side of the centre",
     "prior_decay": "prior weights exp(-decay * distance)",
     "prior_variant": "centred, or the reference repository's off-centre window",
@@ -52,7 +51,7 @@ HELP = {
 def parse_training_args(defaults, description, argv=None):
     """Parse the command line over ``defaults`` (a TrainingConfig); return (config, extra options)."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for field in dataclasses.fields(TrainingConfig):
+    for field in _options():
         default = getattr(defaults, field.name)
         flag = "--" + field.name.replace("_", "-")
         if isinstance(default, bool):
@@ -67,6 +66,15 @@ def parse_training_args(defaults, description, argv=None):
     parser.add_argument("--no-deterministic", dest="deterministic", action="store_false", help="allow non-deterministic ops")
     parser.add_argument("--logical-cpus", type=int, default=0, help="split the CPU into N logical devices (testing --distribute)")
     args = parser.parse_args(argv)
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingConfig)}
+    # Derived settings are left out, so that TrainingConfig derives them again from the options given.
+    values = {f.name: getattr(args, f.name) for f in _options()}
     extra = argparse.Namespace(quick=args.quick, overwrite=args.overwrite, deterministic=args.deterministic, logical_cpus=args.logical_cpus)
     return TrainingConfig(**values), extra
+
+
+# Settings that follow from others (the prior input is implied by --model resprunet); not options.
+DERIVED = ("prior",)
+
+
+def _options():
+    return [f for f in dataclasses.fields(TrainingConfig) if f.name not in DERIVED]
