@@ -13,8 +13,8 @@ Then the training step of the default 2D U-Net is timed on a constant in-memory 
 (what the model can consume) and on the real pipeline; the difference is the fraction of
 a training step spent waiting for input.
 
-Usage: python benchmarks/pipeline.py [--quick] [--epochs 3]
-Writes benchmarks/results/pipeline.json.
+Usage: python benchmarks/pipeline.py [--quick] [--epochs 3] [--steps 30]
+Writes benchmarks/results/pipeline.json, with the machine description.
 """
 
 import argparse
@@ -30,6 +30,7 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks.common import describe_machine  # noqa: E402
 from models import build_model  # noqa: E402
 from utils.atomic import write_json  # noqa: E402
 from utils.noise import GaussianNoise  # noqa: E402
@@ -98,9 +99,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--steps", type=int, help="training steps timed per input (default 30; 4 with --quick)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     shape, n_volumes, patch, batch, steps = ((16, 64, 64), 2, (32, 32), 4, 4) if args.quick else ((64, 256, 256), 4, (128, 128), 16, 30)
+    steps = args.steps or steps
     noise = 0.05
     with tempfile.TemporaryDirectory() as folder:
         paths = write_volumes(folder, n_volumes, shape)
@@ -121,7 +124,7 @@ def main():
         constant_rate, real_rate = training_consumption(model, make_dataset(arrays, sampling, GaussianNoise(noise), batch), steps)
     ours = results["this_project"]["images_per_s"]
     summary = {
-        "settings": {"volumes": n_volumes, "shape": shape, "patch": patch, "batch": batch, "epochs": args.epochs, "quick": args.quick},
+        "settings": {"volumes": n_volumes, "shape": shape, "patch": patch, "batch": batch, "epochs": args.epochs, "steps": steps, "quick": args.quick},
         "variants": results,
         "speedup_cache_prefetch_vs_stream": ours / results["stream_no_cache"]["images_per_s"],
         "training_images_per_s_constant_input": constant_rate,
@@ -129,6 +132,7 @@ def main():
         "pipeline_to_training_ratio": ours / constant_rate,
         "input_wait_fraction": max(0.0, 1 - real_rate / constant_rate),
         "cpu_cores": len(tf.config.list_physical_devices("CPU")) and __import__("os").cpu_count(),
+        "machine": describe_machine(),
     }
     print(f"cache+prefetch vs stream: {summary['speedup_cache_prefetch_vs_stream']:.2f}x")
     print(f"training step consumes {constant_rate:.1f} images/s; pipeline delivers {ours:.1f} ({summary['pipeline_to_training_ratio']:.1f}x)")

@@ -38,14 +38,14 @@ float16 on CPUs is often slow or unsupported: every case catches its errors and 
 and a case that overruns ``--case-timeout`` is killed and recorded as such.
 
 Results: printed as a table, and written to ``benchmarks/results/training.json`` (atomically)
-with the machine description (CPU model, cores, flags, TensorFlow/Keras versions, load average).
+with the machine description (``benchmarks.common.describe_machine``: CPU model, cores, flags, library
+versions, git commit, load average).
 """
 
 import argparse
 import json
 import math
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -56,6 +56,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from benchmarks.common import describe_machine, text_table  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "training.json"
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -91,7 +93,7 @@ METHOD = {
     "shapes from one forward pass); training = 3 x forward (forward + input gradient + kernel gradient); "
     "non-conv ops and the first conv's unneeded input gradient ignored. Cross-check: TF graph profiler "
     "(tf.compat.v1.profiler float_operation) on the frozen forward graph of the same model",
-    "peak": "tf.matmul of two N x N matrices per dtype, 2 N^3 FLOPs, best of several repetitions, fresh subprocess; "
+    "peak": "keras.ops.matmul (tf.matmul on TensorFlow) of two N x N matrices per dtype, 2 N^3 FLOPs, best of several repetitions, fresh subprocess; "
     "measured before and after the cases, the faster of the two used",
     "fraction_of_peak": "achieved training FLOP/s / matmul peak of the case's compute dtype",
 }
@@ -207,7 +209,6 @@ def run_case(case):
 
     import keras
     import numpy as np
-    import tensorflow as tf
 
     from models import build_model
 
@@ -217,8 +218,10 @@ def run_case(case):
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     shape = (case["batch"], *case["patch"], 1)
     rng = np.random.default_rng(0)
-    clean = tf.constant(rng.random(shape, dtype=np.float32))
-    noisy = tf.constant(clean.numpy() + 0.05 * rng.standard_normal(shape).astype(np.float32))
+    clean_array = rng.random(shape, dtype=np.float32)
+    # Backend tensors, so that no step pays a host-to-device copy of its batch.
+    clean = keras.ops.convert_to_tensor(clean_array)
+    noisy = keras.ops.convert_to_tensor(clean_array + 0.05 * rng.standard_normal(shape).astype(np.float32))
     x = {"noisy": noisy, "prior": clean} if len(model.inputs) > 1 else noisy
 
     flops = conv_flops(model, case)
@@ -226,7 +229,8 @@ def run_case(case):
         "params": int(model.count_params()),
         "policy": keras.mixed_precision.global_policy().name,
         "optimizer": type(model.optimizer).__name__,
-        "devices": [d.name for d in tf.config.list_logical_devices() if d.device_type != "CPU"] or ["CPU"],
+        "backend": keras.backend.backend(),
+        "devices": accelerators() or ["CPU"],
         **flops,
     }
     record.update(profiler_forward_flops(model, case, flops["forward_flops_per_sample"]))
@@ -261,9 +265,38 @@ def run_case(case):
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
     )
-    if tf.config.list_logical_devices("GPU"):
-        record["gpu_peak_memory_mb"] = round(tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, 1)
+    peak_bytes = accelerator_peak_memory()
+    if peak_bytes is not None:
+        record["gpu_peak_memory_mb"] = round(peak_bytes / 2**20, 1)
     return record
+
+
+def accelerators():
+    """The Keras backend's GPU devices by name (empty on a CPU-only machine)."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return [f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices() if d.platform == "gpu"]
+    import tensorflow as tf
+
+    return [d.name for d in tf.config.list_logical_devices("GPU")]
+
+
+def accelerator_peak_memory():
+    """Peak bytes allocated on the first GPU so far, or None without one."""
+    if not accelerators():
+        return None
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.devices()[0].memory_stats().get("peak_bytes_in_use")
+    import tensorflow as tf
+
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"]
 
 
 def conv_flops(model, case):
@@ -297,9 +330,9 @@ def conv_flops(model, case):
 
 def profiler_forward_flops(model, case, analytic):
     """Forward FLOPs of one sample counted by TensorFlow's graph profiler (cross-check; None if it fails)."""
-    import tensorflow as tf
-
     try:
+        import tensorflow as tf
+
         from tensorflow.python.framework.convert_to_constants import (
             convert_variables_to_constants_v2,
         )
@@ -322,28 +355,31 @@ def profiler_forward_flops(model, case, analytic):
 
 # ----------------------------------------------------------------------------- in the peak subprocess
 def measure_peaks(spec):
-    """Best-of-repeats tf.matmul FLOP/s per dtype; a dtype too slow for N x N within the budget gets a smaller N."""
-    import tensorflow as tf
-
+    """Best-of-repeats matmul FLOP/s per dtype (the Keras backend's); a dtype too slow for N x N within the budget gets a smaller N."""
     out = {}
     for dtype in spec["dtypes"]:
         try:
-            out[dtype] = _matmul_peak(tf, dtype, spec["n"], spec["repeats"], spec["max_seconds_per_dtype"])
+            out[dtype] = _matmul_peak(dtype, spec["n"], spec["repeats"], spec["max_seconds_per_dtype"])
         except Exception as error:  # noqa: BLE001  (a dtype without a kernel is a result, not a crash)
             out[dtype] = {"error": f"{type(error).__name__}: {error}"[:300]}
-    return {"dtypes": out, "device": "GPU" if tf.config.list_logical_devices("GPU") else "CPU"}
+    return {"dtypes": out, "device": ", ".join(accelerators()) or "CPU"}
 
 
-def _matmul_peak(tf, dtype, n, repeats, budget):
+def _matmul_peak(dtype, n, repeats, budget):
+    import keras
+    import numpy as np
+
+    ops = keras.ops
+
     def timed(size, count):
-        a = tf.cast(tf.random.stateless_normal((size, size), seed=(1, 2)), dtype)
-        b = tf.cast(tf.random.stateless_normal((size, size), seed=(3, 4)), dtype)
-        float(tf.matmul(a, b)[0, 0])  # warm-up
+        rng = np.random.default_rng(1)
+        a, b = (ops.cast(ops.convert_to_tensor(rng.standard_normal((size, size), dtype=np.float32)), dtype) for _ in range(2))
+        float(ops.convert_to_numpy(ops.matmul(a, b)[0, 0]))  # warm-up
         best = math.inf
         for _ in range(count):
             start = time.perf_counter()
-            c = tf.matmul(a, b)
-            float(c[0, 0])  # synchronises a GPU; eager CPU matmuls are synchronous anyway
+            c = ops.matmul(a, b)
+            float(ops.convert_to_numpy(c[0, 0]))  # waits for the product on a GPU (JAX and TF GPU ops are asynchronous)
             best = min(best, time.perf_counter() - start)
         return best
 
@@ -358,38 +394,6 @@ def _matmul_peak(tf, dtype, n, repeats, budget):
 
 
 # ----------------------------------------------------------------------------- in the parent
-def describe_machine():
-    import keras
-    import tensorflow as tf
-
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model_names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    interesting = sorted(f for f in flags if f.startswith(("avx512", "amx", "avx2", "fma", "avx_vnni", "f16c")))
-    try:
-        import psutil
-
-        physical = psutil.cpu_count(logical=False)
-        memory_gb = round(psutil.virtual_memory().total / 2**30, 1)
-    except ImportError:
-        physical, memory_gb = None, None
-    return {
-        "cpu_model": model_names[0] if model_names else platform.processor() or "unknown",
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "physical_cores": physical,
-        "memory_gb": memory_gb,
-        "cpu_flags": interesting,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
-        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
 def _guarded(function, spec):
     try:
         return function(spec)
@@ -510,10 +514,7 @@ def format_table(results):
                 "" if r["loss_finite"] else "non-finite loss",
             )
         )
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    return text_table(header, rows)
 
 
 if __name__ == "__main__":
