@@ -15,7 +15,7 @@ def run_script(script, *args, timeout=600, check=True):
         [sys.executable, str(script), *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"{script.name} {' '.join(map(str, args))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise AssertionError(f"{Path(str(script)).name} {' '.join(map(str, args))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
 
 

@@ -30,6 +30,17 @@ def tensorboard_tags(log_dir):
     return tags
 
 
+def stored_weight_groups(keras_file):
+    """Top-level groups of the weights file inside a .keras archive ("layers", "optimizer", ...)."""
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(keras_file) as archive, h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
+        return set(weights.keys())
+
+
 @pytest.fixture(scope="module")
 def quick_2d_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "quick2d"
@@ -68,6 +79,34 @@ def test_saved_model_reloads_with_its_configuration(quick_2d_run):
     model, config = load_model(out / "model_best.keras")
     assert config["model"] == "unet" and config["noise"] == 0.05
     assert model.count_params() > 0
+
+
+def test_export_publishes_the_best_model_with_its_records(quick_2d_run, tmp_path):
+    """python -m models.export: the best model without optimizer state, config and log beside it."""
+    from models.storage import load_model
+
+    out, _ = quick_2d_run
+    dest = tmp_path / "published" / "unet2d_quick.keras"
+    run_script("-m", "models.export", out, dest, "--command", "python3 Train_model_denoising2D.py --quick")
+    model, config = load_model(dest)
+    best, _ = load_model(out / "model_best.keras")
+    assert config["model"] == "unet" and config["noise"] == 0.05
+    for mine, theirs in zip(model.get_weights(), best.get_weights()):
+        assert (mine == theirs).all()
+    assert "optimizer" in stored_weight_groups(out / "model_best.keras")
+    assert "optimizer" not in stored_weight_groups(dest)
+    assert json.loads((tmp_path / "published" / "unet2d_quick.config.json").read_text())["settings"]["model"] == "unet"
+    assert (tmp_path / "published" / "unet2d_quick.history.csv").read_text() == (out / "history.csv").read_text()
+    record = json.loads((tmp_path / "published" / "unet2d_quick.run.json").read_text())
+    assert record["command"].endswith("--quick") and record["summary"]["epochs_completed"] == 2
+
+
+@pytest.mark.bad_input
+def test_export_refuses_an_unfinished_run(tmp_path):
+    (tmp_path / "run").mkdir()
+    result = run_script("-m", "models.export", tmp_path / "run", tmp_path / "x.keras", check=False)
+    assert result.returncode != 0 and "no finished training run" in result.stderr
+    assert not (tmp_path / "x.keras").exists()
 
 
 @pytest.mark.bad_input
