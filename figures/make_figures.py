@@ -1,0 +1,148 @@
+"""Regenerate every assessment figure in figures/ and the README's results tables with one command.
+
+    python3 figures/make_figures.py --real-ct path/to/real_ct        # phantoms and real CT
+    python3 figures/make_figures.py                                 # embedded phantoms only
+
+Runs the three assessment demos with their default settings, as a user would, on the embedded
+phantom test set and (with ``--real-ct``) on the held-out real CT series, copies their figures here
+and writes the tables of every run into ``figures/RESULTS.md`` and between the ``results`` markers
+of ``README.md`` (with the table of shipped models, from their records in ``trained_models/``). ``--real-ct`` is a folder holding ``series_crlm_abdomen_dicom`` (the TCIA
+Colorectal-Liver-Metastases series, see ``trained_models/README.md``) and, for the realism figure,
+``slices_lidc_chest_dicom`` and ``slices_msd_lung_png``.
+
+Each demo runs in its own process; run folders go to ``results/figures/<run>/``. On 2 CPU cores
+the whole set takes about 25 minutes (BM3D, BM4D and the baseline tuning dominate).
+"""
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from utils.assessment import read_metrics_csv, summarise, summary_table  # noqa: E402
+from utils.atomic import write_text  # noqa: E402
+
+FIGURES = REPO / "figures"
+RESULTS_SECTION = "results"
+MODELS_SECTION = "shipped-models"
+MODELS_DIR = REPO / "trained_models"
+REAL_SERIES = "series_crlm_abdomen_dicom"
+
+
+def runs(real_ct):
+    """(name, title, command arguments, {demo figure: figure name here}) of every assessment run."""
+    datasets = [("phantom", "embedded phantom test set", [])]
+    if real_ct:
+        datasets.append(("real", "real CT not seen in training (TCIA CRLM series)", ["--data", str(Path(real_ct) / REAL_SERIES)]))
+    planned = []
+    for data_name, data_title, data_args in datasets:
+        for noise in (0.02, 0.05):
+            planned.append((
+                f"assess2d_{data_name}_noise{noise:g}",
+                f"2D models on slices, {data_title}, {noise * 100:g} % noise",
+                ["Demo_assess_2D_learning_methods.py", "--noise", f"{noise:g}", *data_args],
+                {"comparison.png": f"assess2d_{data_name}_noise{noise:g}.png"},
+            ))
+        planned.append((
+            f"assess3d_{data_name}_noise0.05",
+            f"3D and 2D models on volumes, {data_title}, 5 % noise",
+            ["Demo_assess_3D_learning_methods.py", "--noise", "0.05", *data_args],
+            {"views.png": f"assess3d_{data_name}_noise0.05.png"},
+        ))
+    planned.append((
+        "assess_variational_phantom",
+        "Variational and classical methods on volumes, embedded phantom test set",
+        ["Demo_assess_variational_methods.py"],
+        {f"comparison_noise{n:g}.png": f"variational_phantom_noise{n:g}.png" for n in (0.02, 0.05, 0.1)}
+        | {"convergence.png": "variational_convergence.png"},
+    ))
+    return planned
+
+
+def run_demo(arguments, out):
+    started = time.monotonic()
+    command = [sys.executable, *arguments, "--out", str(out)]
+    print("==", " ".join(command), flush=True)
+    subprocess.run(command, cwd=REPO, check=True)
+    return time.monotonic() - started
+
+
+def results_markdown(sections, figures_prefix):
+    """One block per run: its table per noise level, where it came from, and its figures."""
+    lines = []
+    for title, metrics_path, minutes, figure_names in sections:
+        for noise, stats in summarise(read_metrics_csv(metrics_path)).items():
+            heading = title if "% noise" in title else f"{title}, {noise * 100:g} % noise"
+            lines += [f"#### {heading}", "", summary_table(stats), ""]
+        lines += [f"<sub>`{metrics_path.relative_to(REPO)}`; the demo took {minutes:.1f} min on this machine</sub>", ""]
+        lines += [f"![{title}]({figures_prefix}{name})" for name in figure_names] + [""]
+    return "\n".join(lines)
+
+
+def shipped_models_markdown():
+    """A row per shipped model: what, at which noise, on what data, how long, how good on validation."""
+    lines = ["| model file | architecture | noise | trained on | minutes | epochs | best validation PSNR / SSIM |", "|---|---|---:|---|---:|---:|---:|"]
+    for record_path in sorted(MODELS_DIR.glob("*.run.json")):
+        stem = record_path.name[: -len(".run.json")]
+        record = json.loads(record_path.read_text())
+        settings = json.loads((MODELS_DIR / f"{stem}.config.json").read_text())["settings"]
+        summary = record["summary"]
+        data = "phantoms + real slices, window augmentation" if settings["data"] else "phantoms"
+        architecture = f"{settings['ndim']}D {settings['model']}, {settings['filters']} filters"
+        lines.append(
+            f"| `{stem}.keras` | {architecture} | {settings['noise'] * 100:g} % | {data} | {summary['minutes']:.1f} | "
+            f"{summary['epochs_completed']} | {summary['val_psnr']:.2f} dB / {summary['val_ssim']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def replace_between_markers(text, section, body):
+    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"error: README.md has no {start} ... {end} section to fill")
+    return pattern.sub(lambda _: f"{start}\n{body}\n{end}", text)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--real-ct", type=Path, help="folder with the public real CT (see trained_models/README.md); omitted: phantoms only")
+    parser.add_argument("--runs-dir", type=Path, default=REPO / "results" / "figures", help="where the demos write their run folders")
+    parser.add_argument("--only", nargs="*", help="run only these runs (names as in the printed list)")
+    args = parser.parse_args()
+    if args.real_ct and not (args.real_ct / REAL_SERIES).is_dir():
+        raise SystemExit(f"error: {args.real_ct} has no {REAL_SERIES} folder")
+
+    sections = []
+    for name, title, arguments, figure_map in runs(args.real_ct):
+        out = args.runs_dir / name
+        if args.only is None or name in args.only:
+            minutes = run_demo(arguments, out) / 60
+            (out / "minutes.txt").write_text(f"{minutes:.2f}\n")
+            for produced, kept in figure_map.items():
+                shutil.copyfile(out / produced, FIGURES / kept)
+        if (out / "metrics.csv").exists():
+            minutes = float((out / "minutes.txt").read_text()) if (out / "minutes.txt").exists() else float("nan")
+            kept = [name for name in figure_map.values() if (FIGURES / name).exists()]
+            sections.append((title, out / "metrics.csv", minutes, kept))
+
+    if args.real_ct and (args.only is None or "phantom_realism" in args.only):
+        subprocess.run([sys.executable, "benchmarks/phantom_realism.py", "--real", str(args.real_ct)], cwd=REPO, check=True)
+
+    header = "# Assessment results\n\nMade by `python3 figures/make_figures.py`.\n\n"
+    write_text(FIGURES / "RESULTS.md", header + results_markdown(sections, figures_prefix=""))
+    readme = REPO / "README.md"
+    text = replace_between_markers(readme.read_text(encoding="utf-8"), RESULTS_SECTION, results_markdown(sections, "figures/"))
+    write_text(readme, replace_between_markers(text, MODELS_SECTION, shipped_models_markdown()))
+    print(f"wrote {FIGURES / 'RESULTS.md'} and the results section of {readme}")
+
+
+if __name__ == "__main__":
+    main()

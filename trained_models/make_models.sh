@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Retrain every shipped model with the project's own training scripts, then copy each best model
+# here (without optimizer state) with its config.json, training log and this command.
+#
+#   REAL_CT=/path/to/real_ct bash trained_models/make_models.sh            # all models
+#   REAL_CT=/path/to/real_ct bash trained_models/make_models.sh unet2d_noise0.05
+#
+# REAL_CT holds the public real CT used for the 2D models (see trained_models/README.md for the
+# datasets, their licences and how to get them):
+#   $REAL_CT/slices_lidc_chest_dicom   20 LIDC-IDRI chest slices (DICOM, HU)
+#   $REAL_CT/slices_msd_lung_png       24 MSD Task06 lung slices (8-bit PNG, narrow window)
+# The TCIA Colorectal-Liver-Metastases series is held out: it is the unseen real test volume.
+# The 3D models train on the embedded phantoms only (the only contiguous real series is held out).
+# Every training runs a fixed number of epochs (no time limit), so the models do not depend on the
+# machine's speed or load.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${REAL_CT:?set REAL_CT to the folder holding slices_lidc_chest_dicom and slices_msd_lung_png}"
+RUNS=results/shipped
+python3 -m utils.phantom
+
+# Real slices mixed with the phantoms; half the samples are seen through a narrow 8-bit window.
+MIXED_2D=(--data data/phantom/train "$REAL_CT/slices_lidc_chest_dicom" "$REAL_CT/slices_msd_lung_png"
+          --validation-data data/phantom/val --window-augmentation 0.5)
+
+declare -A COMMANDS=(
+  [convnet2d_noise0.02]="Train_model_denoising2D.py --model convnet --filters 64 --noise 0.02 --epochs 25"
+  [convnet2d_noise0.05]="Train_model_denoising2D.py --model convnet --filters 64 --noise 0.05 --epochs 25"
+  [unet2d_noise0.02]="Train_model_denoising2D.py --model unet --noise 0.02 --epochs 60"
+  [unet2d_noise0.05]="Train_model_denoising2D.py --model unet --noise 0.05 --epochs 60"
+  [unet3d_noise0.05]="Train_model_denoising3D.py --model unet --noise 0.05"
+  [resprunet3d_noise0.05]="Train_model_denoising3D.py --model resprunet --noise 0.05"
+)
+ORDER=(unet2d_noise0.05 convnet2d_noise0.05 resprunet3d_noise0.05 unet3d_noise0.05 unet2d_noise0.02 convnet2d_noise0.02)
+[ $# -gt 0 ] && ORDER=("$@")
+
+for name in "${ORDER[@]}"; do
+  read -r -a command <<< "${COMMANDS[$name]:?unknown model $name; choose from ${!COMMANDS[*]}}"
+  extra=()
+  [[ $name == *2d_* ]] && extra=("${MIXED_2D[@]}")
+  run=(python3 "${command[@]}" "${extra[@]}" --time-limit-minutes 0 --out "$RUNS/$name")
+  echo "== $name: ${run[*]}"
+  "${run[@]}"
+  # The command is recorded with $REAL_CT unexpanded: where the data lives is the reader's own business.
+  python3 -m models.export "$RUNS/$name" "trained_models/$name.keras" --command "${run[*]//$REAL_CT/\$REAL_CT}"
+done
