@@ -39,6 +39,10 @@ def run_until_finished(out, epochs, max_kills, rng, kill_window):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     kills = []
     for attempt in range(max_kills + 1):
+        if (out / "finished.json").exists():
+            # The last kill landed after the run had finished (during interpreter shutdown): the same
+            # command would now rightly refuse to touch a finished run, so there is nothing to restart.
+            return kills, None
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if attempt < max_kills:
             delay = rng.uniform(*kill_window)
