@@ -371,15 +371,19 @@ def _matmul_peak(dtype, n, repeats, budget):
 
     ops = keras.ops
 
+    def first(c):
+        """Read one entry of ``c``, which waits for it on a GPU (JAX and TF GPU ops are asynchronous); numpy has no bfloat16."""
+        return float(ops.convert_to_numpy(ops.cast(c[0, 0], "float32")))
+
     def timed(size, count):
         rng = np.random.default_rng(1)
         a, b = (ops.cast(ops.convert_to_tensor(rng.standard_normal((size, size), dtype=np.float32)), dtype) for _ in range(2))
-        float(ops.convert_to_numpy(ops.matmul(a, b)[0, 0]))  # warm-up
+        first(ops.matmul(a, b))  # warm-up
         best = math.inf
         for _ in range(count):
             start = time.perf_counter()
             c = ops.matmul(a, b)
-            float(ops.convert_to_numpy(c[0, 0]))  # waits for the product on a GPU (JAX and TF GPU ops are asynchronous)
+            first(c)
             best = min(best, time.perf_counter() - start)
         return best
 
