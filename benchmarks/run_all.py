@@ -37,7 +37,7 @@ Sizes (``PART_OPTIONS`` lists every option passed):
     ``results/tuned`` has no tuned baselines yet). Reduced where the full size takes hours there:
     training with few timed steps (float16 is emulated on CPUs, so mixed_float16 is slow there);
     inference of the 2D U-Net on 512x512 slices and of the default-width 3D U-Net (f=16) on 512x512
-    volumes of 16 to 300 slices, with TV 3D and BM4D on the 16-slice one, within a 9-minute budget;
+    volumes of 16 to 300 slices, with TV 3D and BM4D on the 16-slice one, within a 12-minute budget;
     variational weight searches and BM3D/BM4D on central crops; quality on cropped volumes and 2
     slices per test volume.
 ``full``
@@ -103,7 +103,7 @@ PART_OPTIONS = {
         # 128 slices deep (a 64-slice tile would spend 7/8 of its depth on the 56-slice overlap), the
         # baselines on the 16-slice volume.
         "small": "--size 512 --size-2d 512 --slices-2d 2 --filters 16 --slices 16 64 128 300 --tile 128 256 256 "
-        "--baseline-max-slices 16 --budget-minutes 9",
+        "--baseline-max-slices 16 --budget-minutes 12",
         # BM4D needs about 1 KB of memory per voxel: 300x512x512 would take 80 GB.
         "full": "--baseline-max-slices 128",
     },
