@@ -118,6 +118,28 @@ def goal(target, value=None, met=None, note=""):
     return record
 
 
+def peak_rss_bytes():
+    """This process's peak resident memory in bytes, counted from its own start.
+
+    On Linux this is ``VmHWM`` of ``/proc/self/status``. ``getrusage``'s ``ru_maxrss`` is not: a child
+    started with fork + exec inherits its parent's peak there, so a case run in a subprocess of a
+    benchmark that had just built a 6 GB phantom reported 6 GB whatever the case itself used.
+    Elsewhere ``ru_maxrss`` is the fallback (kilobytes on Linux, bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
 def windowed_phantom(shape, seed=0):
     """Clean phantom volume ``(D, H, W)`` on [0, 1] (``utils.phantom``, default HU window), float32.
 

@@ -8,7 +8,9 @@
     python3 benchmarks/inference.py --baseline-max-slices 64   # TV 3D and BM4D on the 64-slice volume only
 
 Each case runs in a fresh subprocess so that peak resident memory (RSS) is that case's alone. Peak RSS
-is the larger of a psutil sampler (every 20 ms) and the kernel's ``ru_maxrss``; ``baseline_rss_mb`` is the
+is the larger of a psutil sampler (every 20 ms) and the kernel's high-water mark for the case's own process
+(``benchmarks.common.peak_rss_bytes``; not ``ru_maxrss``, which a subprocess inherits from the parent that
+built the phantom volumes and which once made a 3.3 GB case read 6.4 GB); ``baseline_rss_mb`` is the
 RSS after TensorFlow, the model and the input volume are in memory, so ``peak - baseline`` is what
 tiling costs. Weights are random (seeded): speed does not depend on them. Throughput counts input voxels
 (``voxels/s``); ``processed_voxels`` adds the tile overlaps that buy exact, seam-free output.
@@ -40,7 +42,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.common import describe_machine, windowed_phantom  # noqa: E402
+from benchmarks.common import describe_machine, peak_rss_bytes, windowed_phantom  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "inference.json"
 DEFAULT_TILE = (96, 256, 256)  # ~4 M voxels per tile: about 4 GB RSS for the f=32 3D U-Net in float32
@@ -133,8 +135,6 @@ def main(argv=None):
 
 def run_case(case):
     """Prepare the method, denoise once (timed) and report speed and memory. Runs inside the subprocess."""
-    import resource
-
     import numpy as np
     import psutil
 
@@ -160,7 +160,7 @@ def run_case(case):
     stop.set()
     sampler.join()
     assert out.shape == data.shape and np.isfinite(out).all()
-    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+    max_rss = peak_rss_bytes()
     return {
         **case,
         **record,

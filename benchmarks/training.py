@@ -57,7 +57,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.common import describe_machine, text_table  # noqa: E402
+from benchmarks.common import describe_machine, peak_rss_bytes, text_table  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "training.json"
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -205,8 +205,6 @@ def main(argv=None):
 # ----------------------------------------------------------------------------- in the case subprocess
 def run_case(case):
     """Build, compile and time one (model, precision) case. Runs inside its own subprocess."""
-    import resource
-
     import keras
     import numpy as np
 
@@ -262,7 +260,7 @@ def run_case(case):
             "achieved_gflops": round(samples_per_s * flops["train_flops_per_sample"] / 1e9, 3),
             "final_loss": losses[-1],
             "loss_finite": bool(np.all(np.isfinite(losses))),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
         }
     )
     peak_bytes = accelerator_peak_memory()

@@ -130,3 +130,16 @@ def test_time_to_quality_without_a_run_is_not_measured(tmp_path):
     assert record["status"] == "not measured"
     assert record["goals"]["minutes_to_pass_bm3d"]["status"] == "not measured"
     assert not list(tmp_path.iterdir())  # nothing ran
+
+
+def test_peak_memory_of_a_subprocess_is_its_own_not_its_parents():
+    """A case run in a subprocess must not report the memory its parent used before starting it."""
+    import subprocess
+
+    import numpy as np
+
+    ballast = np.ones(400 * 2**20, dtype=np.uint8)  # 400 MB touched in this process
+    probe = "from benchmarks.common import peak_rss_bytes; print(peak_rss_bytes())"
+    child = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    del ballast
+    assert int(child.stdout) < 200 * 2**20  # on Linux ru_maxrss would say >= 400 MB here
