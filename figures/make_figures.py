@@ -94,8 +94,14 @@ def shipped_models_markdown():
         record = json.loads(record_path.read_text())
         settings = json.loads((MODELS_DIR / f"{stem}.config.json").read_text())["settings"]
         summary = record["summary"]
-        data = "phantoms + real slices, window augmentation" if settings["data"] else "phantoms"
+        data = "phantoms"
+        if len(settings["data"]) > 1:
+            data += " + real slices" + (" (balanced)" if settings.get("balance_data") else "")
+        if settings.get("window_augmentation"):
+            data += ", window augmentation"
         architecture = f"{settings['ndim']}D {settings['model']}, {settings['filters']} filters"
+        if settings["model"] in ("unet", "resprunet"):
+            architecture += f", depth {settings['depth']}"
         lines.append(
             f"| `{stem}.keras` | {architecture} | {settings['noise'] * 100:g} % | {data} | {summary['minutes']:.1f} | "
             f"{summary['epochs_completed']} | {summary['val_psnr']:.2f} dB / {summary['val_ssim']:.3f} |"

@@ -12,6 +12,7 @@ import time
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import run_all
@@ -143,3 +144,37 @@ def test_peak_memory_of_a_subprocess_is_its_own_not_its_parents():
     child = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     del ballast
     assert int(child.stdout) < 200 * 2**20  # on Linux ru_maxrss would say >= 400 MB here
+
+
+def test_real_ct_recipes_score_a_run_against_bm3d_on_held_out_data(tmp_path):
+    from tests.ct_files import write_nifti
+
+    run = tmp_path / "quick_recipe"
+    run_script(REPO / "Train_model_denoising2D.py", "--quick", "--out", run)
+    zz, yy, xx = np.mgrid[:8, :64, :64]
+    held_out = tmp_path / "held_out.nii.gz"
+    write_nifti(held_out, (-600 + 500 * np.sin(yy / 7.0 + zz / 3.0) * np.cos(xx / 9.0)).astype(np.float32))
+    out = tmp_path / "recipes.json"
+    table = tmp_path / "recipes.md"
+    result = run_script(
+        REPO / "benchmarks" / "real_ct_recipes.py", "--real-ct", held_out, "--runs", run, "--out", out, "--markdown", table
+    )
+    report = json.loads(out.read_text())
+    assert "| quick_recipe | embedded phantoms | 2 |" in table.read_text()
+    (recipe,) = report["recipes"]
+    assert recipe["run"] == "quick_recipe" and recipe["data"] == "embedded phantoms" and recipe["epochs"] == 2
+    assert math.isfinite(recipe["psnr"]) and report["bm3d_psnr"] > report["noisy_psnr"] + 3
+    assert recipe["psnr_minus_bm3d"] == pytest.approx(recipe["psnr"] - report["bm3d_psnr"], abs=1e-3)
+    assert "quick_recipe" in result.stdout and "vs BM3D" in result.stdout
+
+
+@pytest.mark.bad_input
+def test_real_ct_recipes_refuse_a_run_trained_on_the_held_out_data(tmp_path):
+    held_out = tmp_path / "series"
+    held_out.mkdir()
+    run = tmp_path / "leaky_run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"settings": {"data": [str(held_out)]}}))
+    (run / "model_final.keras").write_bytes(b"not used")
+    result = run_script(REPO / "benchmarks" / "real_ct_recipes.py", "--real-ct", held_out, "--runs", run, check=False)
+    assert result.returncode != 0 and "was trained on" in result.stderr and "leaky_run" in result.stderr

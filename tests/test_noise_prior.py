@@ -90,3 +90,28 @@ def test_prior_along_another_axis(rng):
     np.testing.assert_allclose(
         neighbour_prior(noisy, axis=1), np.moveaxis(neighbour_prior(np.moveaxis(noisy, 1, 0)), 0, 1), atol=1e-6
     )
+
+
+@pytest.mark.parametrize("shape", [(96, 80), (5, 96, 80)])
+@pytest.mark.parametrize("sigma", [0.01, 0.04])
+def test_noise_estimate_recovers_the_noise_added_to_a_smooth_image(shape, sigma, rng):
+    from utils.noise import estimate_noise_sigma
+
+    yy, xx = np.mgrid[: shape[-2], : shape[-1]]
+    smooth = 0.4 + 0.3 * np.sin(yy / 15.0) * np.cos(xx / 11.0)
+    clean = np.broadcast_to(smooth, shape)
+    assert estimate_noise_sigma(clean) < 0.002
+    assert estimate_noise_sigma(clean + sigma * rng.standard_normal(shape)) == pytest.approx(sigma, rel=0.1)
+
+
+def test_only_targets_with_noise_near_the_training_noise_are_flagged():
+    from utils.training import noisy_target_warnings
+
+    description = [
+        {"source": "phantoms/a.nii.gz", "noise_sigma_estimate": 0.002},
+        {"source": "exports/lung_png", "noise_sigma_estimate": 0.043},
+        {"source": "old/run", "shape": [4, 8, 8]},  # described before estimates existed
+    ]
+    assert noisy_target_warnings(description, 0.10) == []
+    messages = noisy_target_warnings(description, 0.05)
+    assert len(messages) == 1 and messages[0].startswith("exports/lung_png:") and "0.043" in messages[0]

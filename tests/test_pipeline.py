@@ -130,3 +130,21 @@ def test_streaming_from_files_gives_the_same_kind_of_batches(tmp_path, volumes):
     batches = list(dataset)
     assert sum(int(c.shape[0]) for _, c in batches) == 4
     assert batches[0][0].shape == (2, 4, 16, 16, 1)
+
+
+@pytest.mark.parametrize("patch", [(8, 8), (2, 8, 8)])
+def test_balanced_sources_share_an_epoch_of_unchanged_size(patch):
+    from utils.pipeline import balanced_samples_per_volume
+
+    # Source "phantoms": three 12-slice volumes; source "real": one 4-slice volume, each filled with its index.
+    volumes = [np.full((depth, 16, 16), index, np.float32) for index, depth in enumerate([12, 12, 12, 4])]
+    sources = ["phantoms", "phantoms", "phantoms", "real"]
+    sampling = PatchSampling(patch, flips=False)
+    counts = balanced_samples_per_volume(volumes, sources, sampling)
+    natural = [depth // (patch[0] if len(patch) == 3 else 1) for depth in (12, 12, 12, 4)]
+    assert abs(sum(counts) - sum(natural)) <= 2  # each volume's count is rounded
+    assert abs(sum(counts[:3]) - counts[3]) <= 3 and counts[0] == counts[1] == counts[2]
+
+    dataset = make_dataset(volumes, sampling, GaussianNoise(0.0), batch_size=1, samples_per_volume=counts)
+    seen = [int(round(float(clean.numpy().mean()))) for _, clean in dataset]
+    assert [seen.count(index) for index in range(4)] == counts

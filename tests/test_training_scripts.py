@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.scripts import REPO, history_epochs, run_script
@@ -70,6 +71,24 @@ def test_quick_2d_run_logs_scalars_images_and_histograms(quick_2d_run):
         assert name in scalars, (name, scalars)
     assert any("noisy_prior_denoised_clean_error" in t for t in tags.get("tensors", set()) | tags.get("images", set()))
     assert any("histogram" in t or "kernel" in t for t in tags.get("tensors", set()) | tags.get("histograms", set()))
+
+
+def test_training_on_noisy_targets_warns_and_records_their_noise(tmp_path):
+    """8-bit slices whose own noise is close to the training noise train, with a warning naming them."""
+    from tests.ct_files import write_png
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "grainy_png"
+    folder.mkdir()
+    yy, xx = np.mgrid[:64, :64]
+    for k in range(6):
+        image = 0.5 + 0.2 * np.sin(yy / (9.0 + k)) + 0.06 * rng.standard_normal((64, 64))
+        write_png(folder / f"slice_{k:02d}.png", np.clip(np.round(image * 255), 0, 255).astype(np.uint8))
+    out = tmp_path / "run"
+    result = run_script(SCRIPT_2D, "--quick", "--data", folder, "--out", out)
+    assert f"warning: {folder}" in result.stderr and "keep that noise" in result.stderr
+    recorded = json.loads((out / "config.json").read_text())["data"]["train"]
+    assert recorded[0]["noise_sigma_estimate"] == pytest.approx(0.06, rel=0.25)
 
 
 def test_saved_model_reloads_with_its_configuration(quick_2d_run):

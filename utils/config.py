@@ -44,6 +44,7 @@ class TrainingConfig:
     window_augmentation: float = 0.0
     batch_size: int = 16
     samples_per_volume: int = 0
+    balance_data: bool = False
     epochs: int = 30
     learning_rate: float = 1e-3
     lr_schedule: str = "constant"

@@ -83,3 +83,20 @@ def make_noise(sigma, model="gaussian", **options):
     if model not in NOISE_MODELS:
         raise ConfigError(f"unknown noise model {model!r}; choose one of {sorted(NOISE_MODELS)}")
     return NOISE_MODELS[model](float(sigma), **options)
+
+
+def estimate_noise_sigma(volume, max_slices=4):
+    """Standard deviation of the white noise already present in an image or volume, same scale.
+
+    scikit-image's ``estimate_sigma`` (the median absolute deviation of the finest diagonal wavelet
+    coefficients, Donoho & Johnstone 1994) on up to ``max_slices`` evenly spaced slices of a
+    ``(D, H, W)`` volume (or on an ``(H, W)`` image); the median of the slice estimates. Used to check
+    that "clean" training targets are clean: a target with noise comparable to the noise added in
+    training teaches the model to keep that noise.
+    """
+    from skimage.restoration import estimate_sigma
+
+    volume = np.asarray(volume, dtype=np.float32)
+    slices = volume[None] if volume.ndim == 2 else volume
+    picks = np.unique(np.linspace(0, len(slices) - 1, min(max_slices, len(slices))).round().astype(int))
+    return float(np.median([estimate_sigma(slices[i]) for i in picks]))

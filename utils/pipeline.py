@@ -197,7 +197,8 @@ def make_dataset(
         sampling: :class:`PatchSampling` (2D slices or 3D patches, prior or not, augmentation).
         noise: a noise model from :mod:`utils.noise`.
         samples_per_volume: samples cut from each volume per epoch; default: its number of
-            slices for 2D, ``ceil(D / patch_depth)`` for 3D.
+            slices for 2D, ``ceil(D / patch_depth)`` for 3D. A list gives one count per volume
+            (volumes in memory only; see :func:`balanced_samples_per_volume`).
         training: shuffle, flip and draw new crops and noise every epoch. When False, samples,
             crops and noise are the same in every epoch (seeded by ``seed``) and no flips.
         seed: seeds the shuffle and every crop and noise draw.
@@ -221,12 +222,19 @@ def make_dataset(
     source = _volume_source(volumes)
     if cache:
         source = source.cache()
-    samples = source.flat_map(
-        lambda v: tf.data.Dataset.from_tensors(v).repeat(_samples_in_volume(v, sampling, samples_per_volume))
-    )
-    n_samples = None
-    if in_memory:
-        n_samples = int(sum(samples_per_volume or _default_samples(v.shape[0], sampling) for v in volumes))
+    if isinstance(samples_per_volume, (list, tuple)):
+        if not in_memory or len(samples_per_volume) != len(volumes):
+            raise ConfigError("one sample count per volume needs the volumes in memory, one count each")
+        counts = tf.data.Dataset.from_tensor_slices(tf.constant(samples_per_volume, tf.int64))
+        samples = tf.data.Dataset.zip(source, counts).flat_map(lambda v, n: tf.data.Dataset.from_tensors(v).repeat(n))
+        n_samples = int(sum(samples_per_volume))
+    else:
+        samples = source.flat_map(
+            lambda v: tf.data.Dataset.from_tensors(v).repeat(_samples_in_volume(v, sampling, samples_per_volume))
+        )
+        n_samples = None
+        if in_memory:
+            n_samples = int(sum(samples_per_volume or _default_samples(v.shape[0], sampling) for v in volumes))
     if training:
         # Volumes are held by reference, so a buffer of a whole epoch costs no copies.
         samples = samples.shuffle(n_samples or 1024, seed=seed, reshuffle_each_iteration=True)
@@ -238,6 +246,27 @@ def make_dataset(
         samples = samples.apply(tf.data.experimental.assert_cardinality(n_samples))
     batches = samples.batch(batch_size)
     return batches.prefetch(AUTOTUNE) if prefetch else batches
+
+
+def balanced_samples_per_volume(volumes, sources, sampling, samples_per_volume=None):
+    """Samples per volume that give every source the same share of an epoch of about the same size.
+
+    ``sources`` names where each volume came from (one entry per volume). Without balancing, a
+    source counts with its number of slices (2D) or patch depths (3D), so 20 real slices mixed with
+    512 phantom slices are 4 % of the samples; balanced, each of the two sources is half. Inside a
+    source, volumes keep their natural proportions. Counts are rounded per volume, at least one each.
+    """
+    natural = [samples_per_volume or _default_samples(v.shape[0], sampling) for v in volumes]
+    members = {}
+    for index, source in enumerate(sources):
+        members.setdefault(source, []).append(index)
+    share = sum(natural) / len(members)
+    counts = [0] * len(volumes)
+    for indices in members.values():
+        total = sum(natural[i] for i in indices)
+        for i in indices:
+            counts[i] = max(1, round(share * natural[i] / total))
+    return counts
 
 
 def _default_samples(depth, sampling):

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import time
 import typing
 from pathlib import Path
@@ -30,8 +31,8 @@ from utils import atomic
 from utils.config import environment_record
 from utils.errors import ConfigError, DataError, ModelFileError, RunDirectoryError
 from utils.metrics import psnr_metric, ssim_metric
-from utils.noise import make_noise
-from utils.pipeline import PatchSampling, check_patch_fits, make_dataset
+from utils.noise import estimate_noise_sigma, make_noise
+from utils.pipeline import PatchSampling, balanced_samples_per_volume, check_patch_fits, make_dataset
 
 FINISHED_MARKER = "finished.json"
 # Settings that may change between a run and its resumption without changing the experiment.
@@ -173,7 +174,11 @@ def make_strategy(name):
 
 # ----------------------------------------------------------------------------- data
 def load_volumes(paths, hu_window):
-    """Read every path (any format :func:`utils.readers.read_ct` accepts) into clean volumes."""
+    """Read every path (any format :func:`utils.readers.read_ct` accepts) into clean volumes.
+
+    Each volume's description carries ``noise_sigma_estimate``, the noise already in it
+    (:func:`utils.noise.estimate_noise_sigma`), which :func:`noisy_target_warnings` checks.
+    """
     from utils.readers import read_ct
 
     volumes, description = [], []
@@ -182,8 +187,33 @@ def load_volumes(paths, hu_window):
             raise DataError(path, "no such file or folder (check --data)")
         for volume in read_ct(path, hu_window=hu_window):
             volumes.append(volume.array)
-            description.append(volume.describe())
+            description.append(
+                {**volume.describe(), "data_path": str(path), "noise_sigma_estimate": round(estimate_noise_sigma(volume.array), 5)}
+            )
     return volumes, description
+
+
+# Clean targets may carry at most this fraction of the training noise's standard deviation.
+TARGET_NOISE_LIMIT = 0.5
+
+
+def noisy_target_warnings(description, noise_sigma):
+    """One message per training volume whose own noise is not small against the added noise.
+
+    A network trained to map ``target + added noise`` to ``target`` learns to keep whatever noise
+    the target already has: an 8-bit export in a narrow window (its quantum noise stretched by the
+    window) used as a clean target at 5 % training noise makes a denoiser that leaves grain in.
+    """
+    messages = []
+    for volume in description:
+        estimate = volume.get("noise_sigma_estimate")
+        if estimate is not None and estimate > TARGET_NOISE_LIMIT * noise_sigma:
+            messages.append(
+                f"{volume['source']}: its images already carry noise of about sigma {estimate:.3f} on the [0, 1] "
+                f"scale, more than {TARGET_NOISE_LIMIT:g} x the training noise {noise_sigma:g}; as clean targets "
+                "they teach the model to keep that noise (use cleaner scans, a wider window or a higher --noise)"
+            )
+    return messages
 
 
 def resolve_data(config, quick=False):
@@ -200,6 +230,7 @@ def resolve_data(config, quick=False):
         else:
             train, val = split_validation(train)
             val_described = "held out from --data"
+            described = described[: len(train)]  # whole volumes held out are not training data
         return train, val, {"train": described, "validation": val_described}
     from utils.phantom import ensure_default_dataset
 
@@ -231,8 +262,11 @@ def prepare(config, options):
             raise ConfigError(f"--init-model {config.init_model}: no such model file")
         run, resuming = RunDirectory.prepare(config, overwrite=options.overwrite)
         train_volumes, val_volumes, description = resolve_data(config, quick=options.quick)
+        for message in noisy_target_warnings(description["train"], make_noise(config.noise, config.noise_model).effective_sigma):
+            print(f"warning: {message}", file=sys.stderr)
         configure_runtime(config, deterministic=options.deterministic, logical_cpus=options.logical_cpus)
-        train, validation, panel_samples = training_data(config, train_volumes, val_volumes)
+        sources = [volume.get("data_path") for volume in description["train"]]
+        train, validation, panel_samples = training_data(config, train_volumes, val_volumes, train_sources=sources)
     except (ConfigError, DataError, RunDirectoryError) as error:
         raise SystemExit(f"error: {error}") from None
     return run, resuming, TrainingData(train, validation, panel_samples, description)
@@ -276,8 +310,11 @@ def split_validation(volumes, fraction=0.15):
     return [volume[:-n_val]], [volume[-n_val:]]
 
 
-def training_data(config, train_volumes, val_volumes):
-    """The training and validation pipelines described by ``config``."""
+def training_data(config, train_volumes, val_volumes, train_sources=None):
+    """The training and validation pipelines described by ``config``.
+
+    ``train_sources`` names the ``--data`` path of each training volume, for ``balance_data``.
+    """
     sampling = PatchSampling(
         patch=config.patch,
         use_prior=config.prior,
@@ -292,7 +329,11 @@ def training_data(config, train_volumes, val_volumes):
     noise = make_noise(config.noise, config.noise_model)
     common = {"sampling": sampling, "noise": noise, "batch_size": config.batch_size, "seed": config.seed}
     per_volume = config.samples_per_volume or None
-    train = make_dataset(train_volumes, training=True, samples_per_volume=per_volume, **common)
+    train_counts = per_volume
+    if config.balance_data:
+        sources = train_sources or [None] * len(train_volumes)
+        train_counts = balanced_samples_per_volume(train_volumes, sources, sampling, per_volume)
+    train = make_dataset(train_volumes, training=True, samples_per_volume=train_counts, **common)
     validation = make_dataset(val_volumes, training=False, samples_per_volume=per_volume, **common)
     # The same fixed validation samples for the image panels, read without touching the cache.
     panel_inputs, panel_clean = next(iter(make_dataset(val_volumes, training=False, cache=False, samples_per_volume=per_volume, **common)))
