@@ -153,7 +153,8 @@ def test_real_ct_recipes_score_a_run_against_bm3d_on_held_out_data(tmp_path):
     run_script(REPO / "Train_model_denoising2D.py", "--quick", "--out", run)
     zz, yy, xx = np.mgrid[:8, :64, :64]
     held_out = tmp_path / "held_out.nii.gz"
-    write_nifti(held_out, (-600 + 500 * np.sin(yy / 7.0 + zz / 3.0) * np.cos(xx / 9.0)).astype(np.float32))
+    hu = (-600 + 500 * np.sin(yy / 7.0 + zz / 3.0) * np.cos(xx / 9.0)).astype(np.float32)
+    write_nifti(held_out, np.transpose(hu, (2, 1, 0)))  # NIfTI stores (x, y, z)
     out = tmp_path / "recipes.json"
     table = tmp_path / "recipes.md"
     result = run_script(
