@@ -20,7 +20,7 @@ from utils.config import TrainingConfig
 # ## Settings (the defaults of the command-line options)
 MODEL = "resprunet"  # resprunet, unet, cnn2 (the reference's 3D CNN), convnet, dncnn, ...
 FILTERS = 16
-DEPTH = 3  # poolings: 16x64x64 patches reach a 2x8x8 bottleneck; 0.7 dB above depth 2 on the phantoms
+DEPTH = 3  # poolings: a 2x8x8 bottleneck for 16x64x64 patches (the README compares it with depth 2)
 NOISE = 0.05  # standard deviation on the [0, 1] scale: 0.02, 0.05, 0.10 in the paper
 PATCH = (16, 64, 64)
 BATCH_SIZE = 4
