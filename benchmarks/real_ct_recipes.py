@@ -1,25 +1,26 @@
 """Which training data makes a 2D denoiser good on real CT it has not seen? Training runs against BM3D.
 
     python3 benchmarks/real_ct_recipes.py --real-ct ../shared/data/real_ct/series_crlm_abdomen_dicom \\
-        --runs results/default_2d results/exp_real_only results/exp_lidc_balanced
+        --runs results/default_2d results/real_slices_only_2d results/shipped/unet2d_noise0.05
 
-Each ``--runs`` folder is a finished ``Train_model_denoising2D.py`` run (a shipped model's run
-folder under ``results/shipped/`` too); its ``model_final.keras`` (or ``--model-file``) denoises the held-out real series at ``--noise`` through
-``Demo_assess_2D_learning_methods.py`` (seeded test noise, 8 evenly spaced slices), next to noisy
-input and BM3D given the true sigma, and each run is listed with the training data its
-``config.json`` records: the ``--data`` paths, ``--balance-data``, window augmentation, epochs and
-minutes. Runs trained on the held-out series are refused (their data paths are checked).
+Each ``--runs`` folder is a finished ``Train_model_denoising2D.py`` run (the shipped models' runs
+are in ``results/shipped/``); its ``model_final.keras`` (or ``--model-file``) denoises the held-out
+real series at ``--noise`` through ``Demo_assess_2D_learning_methods.py`` (seeded test noise, 8
+evenly spaced slices), next to noisy input and BM3D given the true sigma, and each run is listed
+with the training data its ``config.json`` records: the ``--data`` paths, ``--balance-data``,
+window augmentation, epochs and minutes. Runs trained on the held-out series are refused.
 
-The runs quoted in the README were made with the 2D script's default model (residual U-Net, depth
-3, 24 filters) at 5 % noise, validation on the phantoms, and (``R`` = ``../shared/data/real_ct``):
+The runs quoted in the README used the 2D script's default model (residual U-Net, depth 3, 24
+filters) at 5 % noise with validation on the phantoms (``R`` = ``../shared/data/real_ct``):
 
 * phantoms only: ``python3 Train_model_denoising2D.py`` (the default run);
 * real slices only: ``--data $R/slices_lidc_chest_dicom $R/slices_msd_lung_png --validation-data
   data/phantom/val --window-augmentation 0.5 --samples-per-volume 200 --epochs 100
   --time-limit-minutes 13``;
-* the shipped recipe, phantoms + both real sets (``trained_models/make_models.sh``);
-* phantoms + the clean real set, balanced: ``--data data/phantom/train $R/slices_lidc_chest_dicom
-  --validation-data data/phantom/val --window-augmentation 0.5 --balance-data --epochs 60``.
+* phantoms + both real sets, the recipe shipped before: ``--data data/phantom/train
+  $R/slices_lidc_chest_dicom $R/slices_msd_lung_png --validation-data data/phantom/val
+  --window-augmentation 0.5 --epochs 60``;
+* phantoms + LIDC, balanced, the recipe shipped now (``trained_models/make_models.sh``).
 
 Results: printed, written to ``benchmarks/results/real_ct_recipes.json`` and, as the table the
 README quotes, to ``benchmarks/RESULTS_real_ct_recipes.md`` (``--markdown``), atomically.
@@ -130,7 +131,7 @@ def describe_run(run, model_file, held_out):
     settings = json.loads(config_path.read_text())["settings"]
     paths = list(settings.get("data") or [])
     held = Path(held_out).resolve()
-    if any(Path(p).resolve() == held for p in paths):
+    if any((REPO / p).resolve() == held for p in paths):  # training records paths relative to the repository
         raise SystemExit(f"error: {run} was trained on {held_out}, the held-out series")
     finished = run / "finished.json"
     summary = json.loads(finished.read_text()) if finished.is_file() else {}
