@@ -12,6 +12,19 @@ from utils import variational
 from utils.errors import ConfigError, DataError
 from utils.variational import TracedResult, spade_denoise, tv_denoise
 
+LINEAR_STEPS = ["gauss_seidel", "exact"]
+
+
+def slice_test_options(linear_step):
+    """Iterations and tolerance for comparing a volume's slices with 2D results.
+
+    The exact step treats every slice alike at every iteration; the red-black sweep's colours
+    alternate from slice to slice, so it agrees with the 2D run only once both have converged.
+    """
+    if linear_step == "exact":
+        return {"n_iter": 60, "tol": 0, "linear_step": linear_step}, 1e-5
+    return {"n_iter": 2000, "tol": 1e-7, "linear_step": linear_step}, 2e-4
+
 
 def psnr(clean, estimate):
     return peak_signal_noise_ratio(clean, estimate.astype(np.float32), data_range=1.0)
@@ -129,15 +142,33 @@ def test_spectral_solve_inverts_mu_plus_laplacian(boundary, shape, rng):
     np.testing.assert_allclose(applied.numpy(), rhs, atol=2e-4)
 
 
+@pytest.mark.parametrize("boundary", ["reflect", "periodic"])
+@pytest.mark.parametrize("shape", [(33, 45), (7, 33, 45)])
+def test_gauss_seidel_sweeps_converge_to_the_exact_solve(boundary, shape, rng):
+    """Repeated red-black sweeps solve the same system as the FFT/DCT step, scaled axes and odd sizes."""
+    rank = len(shape)
+    rhs = tf.constant(rng.standard_normal(shape).astype(np.float32))
+    scales = tf.constant(np.linspace(0.5, 1.0, rank), tf.float32)
+    mu, lam = 0.7, 2.5
+    u = tf.zeros(shape)
+    residuals = []
+    for _ in range(300):
+        u = variational._gauss_seidel_sweep(u, rhs, mu, lam * tf.square(scales), boundary)
+        applied = mu * u + lam * variational._gradient_adjoint(variational._gradient(u, scales, boundary), scales, boundary)
+        residuals.append(float(tf.reduce_max(tf.abs(applied - rhs))))
+    assert residuals[0] > 0.1 and residuals[-1] < 1e-4, (residuals[0], residuals[-1])
+
+
 # ---------------------------------------------------------------------------- TV
 
 
+@pytest.mark.parametrize("linear_step", LINEAR_STEPS)
 @pytest.mark.parametrize("isotropic", [False, True])
 @pytest.mark.parametrize("boundary", ["reflect", "periodic"])
-def test_tv_matches_independent_rof_solver(image_pair, isotropic, boundary):
+def test_tv_matches_independent_rof_solver(image_pair, isotropic, boundary, linear_step):
     clean, noisy = image_pair
     weight = 0.04
-    ours = tv_denoise(noisy, weight, isotropic=isotropic, boundary=boundary, n_outer=1, n_iter=500, tol=1e-6)
+    ours = tv_denoise(noisy, weight, isotropic=isotropic, boundary=boundary, linear_step=linear_step, n_outer=1, n_iter=2000, tol=1e-7)
     reference = rof_primal_dual(noisy, weight, isotropic, boundary)
     assert abs(psnr(clean, ours) - psnr(clean, reference)) < 0.1
     assert np.abs(ours - reference).max() < 5e-3
@@ -155,13 +186,15 @@ def test_isotropic_reflect_tv_weight_is_skimage_chambolle_weight(image_pair):
     assert np.abs(ours - theirs).max() < 5e-3
 
 
+@pytest.mark.parametrize("linear_step", LINEAR_STEPS)
 @pytest.mark.parametrize("isotropic", [False, True])
-def test_tv_objective_decreases_over_iterations(image_pair, isotropic):
+def test_tv_objective_decreases_over_iterations(image_pair, isotropic, linear_step):
     _, noisy = image_pair
     weight = 0.05
+    options = {"isotropic": isotropic, "linear_step": linear_step, "n_outer": 1, "tol": 0}
     objectives = [
-        tv_objective(tv_denoise(noisy, weight, isotropic=isotropic, n_outer=1, n_iter=n, tol=0), noisy, weight, isotropic, "reflect")
-        for n in (1, 3, 10, 30, 100)
+        tv_objective(tv_denoise(noisy, weight, n_iter=n, **options), noisy, weight, isotropic, "reflect")
+        for n in (1, 3, 10, 30, 150)
     ]
     assert all(later < earlier for earlier, later in itertools.pairwise(objectives)), objectives
     minimum = tv_objective(rof_primal_dual(noisy, weight, isotropic, "reflect"), noisy, weight, isotropic, "reflect")
@@ -169,23 +202,27 @@ def test_tv_objective_decreases_over_iterations(image_pair, isotropic):
     assert objectives[0] > minimum * 1.01  # one iteration is far from converged: the test can fail
 
 
+@pytest.mark.parametrize("linear_step", LINEAR_STEPS)
 @pytest.mark.parametrize("boundary", ["reflect", "periodic"])
 @pytest.mark.parametrize("isotropic", [False, True])
-def test_volume_of_identical_slices_equals_2d_tv(image_pair, boundary, isotropic):
+def test_volume_of_identical_slices_equals_2d_tv(image_pair, boundary, isotropic, linear_step):
     _, noisy = image_pair
     volume = np.repeat(noisy[None], 7, axis=0)  # z differences are zero for both boundaries
-    options = {"isotropic": isotropic, "boundary": boundary, "n_iter": 60, "tol": 0}
+    options, atol = slice_test_options(linear_step)
+    options.update(isotropic=isotropic, boundary=boundary)
     slice_result = tv_denoise(noisy, 0.05, **options)
     volume_result = tv_denoise(volume, 0.05, **options)
-    np.testing.assert_allclose(volume_result, np.repeat(slice_result[None], 7, axis=0), atol=1e-5)
+    np.testing.assert_allclose(volume_result, np.repeat(slice_result[None], 7, axis=0), atol=atol)
 
 
-def test_zero_z_weight_denoises_slices_independently(volume_pair):
+@pytest.mark.parametrize("linear_step", LINEAR_STEPS)
+def test_zero_z_weight_denoises_slices_independently(volume_pair, linear_step):
     _, noisy = volume_pair
-    options = {"n_iter": 60, "tol": 0, "isotropic": True}
+    options, atol = slice_test_options(linear_step)
+    options["isotropic"] = True
     volume_result = tv_denoise(noisy, 0.05, z_weight=0.0, **options)
     for z in (0, 3, 6):
-        np.testing.assert_allclose(volume_result[z], tv_denoise(noisy[z], 0.05, **options), atol=1e-5)
+        np.testing.assert_allclose(volume_result[z], tv_denoise(noisy[z], 0.05, **options), atol=atol)
     coupled = tv_denoise(noisy, 0.05, **options)
     assert np.abs(coupled - volume_result).max() > 1e-2  # the z term does something
 
@@ -234,7 +271,7 @@ def test_spade_without_prior_term_is_tv(image_pair, transform):
     clean, noisy = image_pair
     prior = clean + 0.1
     spade = spade_denoise(noisy, prior, tv_weight=0.05, prior_weight=0.0, transform=transform)
-    np.testing.assert_array_equal(spade, tv_denoise(noisy, 0.05))
+    np.testing.assert_array_equal(spade, tv_denoise(noisy, 0.05, tol=variational.SPADE_TOL))
 
 
 def test_spade_with_small_prior_weight_approaches_tv(image_pair):
@@ -255,11 +292,32 @@ def test_spade_with_clean_prior_and_large_weight_returns_prior(image_pair, volum
 
 
 @pytest.mark.parametrize("transform", ["gradient", "identity"])
+def test_spade_linear_steps_reach_the_same_minimiser(volume_pair, transform):
+    _, noisy = volume_pair
+    prior = noisy[[0, 0, 1, 2, 3, 4, 5]]  # the previous slice: a crude prior that differs
+    results = [
+        spade_denoise(noisy, prior, 0.05, 0.02, transform=transform, linear_step=step, n_outer=1, n_iter=2000, tol=1e-7)
+        for step in LINEAR_STEPS
+    ]
+    np.testing.assert_allclose(*results, atol=5e-4)
+    assert np.abs(results[0] - tv_denoise(noisy, 0.05, n_outer=1)).max() > 1e-2  # the prior term acts
+
+
+def test_auto_linear_step_sweeps_unless_ill_conditioned(volume_pair):
+    _, noisy = volume_pair
+    prior = noisy[[0, 0, 1, 2, 3, 4, 5]]
+    for weights, expected in (((0.05, 0.01), "gauss_seidel"), ((0.05, 10.0), "exact")):  # conditions 37 and 4825
+        auto = spade_denoise(noisy, prior, *weights)
+        np.testing.assert_array_equal(auto, spade_denoise(noisy, prior, *weights, linear_step=expected))
+    assert np.abs(spade_denoise(noisy, prior, 0.05, 10.0, linear_step="gauss_seidel") - auto).max() > 1e-4
+
+
+@pytest.mark.parametrize("transform", ["gradient", "identity"])
 def test_spade_with_good_prior_beats_tv(volume_pair, transform):
     clean, noisy = volume_pair
     prior = clean + 0.01 * np.random.default_rng(5).standard_normal(clean.shape).astype(np.float32)
     spade = spade_denoise(noisy, prior, 0.05, 0.02, transform=transform)
-    assert psnr(clean, spade) > psnr(clean, tv_denoise(noisy, 0.05)) + 1.0
+    assert psnr(clean, spade) > psnr(clean, tv_denoise(noisy, 0.05, tol=variational.SPADE_TOL)) + 1.0
 
 
 def test_spade_builds_the_neighbour_prior_for_volumes(volume_pair):
@@ -296,6 +354,8 @@ def test_bad_inputs_name_the_problem(image_pair, volume_pair):
         tv_denoise(noisy)
     with pytest.raises(ConfigError, match="boundary"):
         tv_denoise(noisy, 0.05, boundary="wrap")
+    with pytest.raises(ConfigError, match="linear step"):
+        tv_denoise(noisy, 0.05, linear_step="conjugate_gradient")
     with pytest.raises(ConfigError, match=">= 0"):
         tv_denoise(noisy, -0.1)
     with pytest.raises(ConfigError, match="3D volumes"):
