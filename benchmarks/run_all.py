@@ -434,7 +434,9 @@ def summarise_variational(report):
     rows = [_row(*(_cell(cell) for cell in row)) for row in variational.result_rows(report)]
     table = [variational.heading(report), "", _row(*variational.RESULT_HEADER), "|---|---:|---:|---:|---|", *rows]
     table += ["", *variational.comparison_lines(report)]
-    figures = {f"tv_{name}_{key}": tv[name][key] for name in ("ours", "skimage") for key in ("seconds", "psnr")}
+    figures = {
+        f"tv_{name}_{key}": tv[name][key] for name in ("ours", "ours_exact_step", "skimage") if name in tv for key in ("seconds", "psnr")
+    }
     figures.update({f"{name}_seconds_per_iteration": spade[name]["seconds_per_iteration"] for name in ("spade", "tv")})
     classical = {name: report[name] for name in ("bm3d", "bm4d") if name in report}
     figures.update(
@@ -442,6 +444,8 @@ def summarise_variational(report):
     )
     goals = {key: report["goals"][key] for key in VARIATIONAL_GOAL_ORDER if key in report["goals"]}
     failed = [f"{name}: {r['error']}" for name, r in classical.items() if "error" in r]
+    if "error" in report.get("tv_iteration_profile", {}):
+        failed.append(f"TV iteration profile: {report['tv_iteration_profile']['error']}")
     return figures, goals, table, failed
 
 

@@ -328,7 +328,12 @@ def tv_iteration_profile(volume, repeats=5):
     ``tf.signal.dct`` per axis) and with the periodic one (``rfft3d``); the rest of an iteration
     (gradient, shrink, adjoint) as traced, and under XLA; one whole iteration with the red-black
     Gauss–Seidel step as the solver compiles it (XLA); and scipy's ``dctn``/``idctn`` as the
-    reference of what a DCT of this size costs on this CPU.
+    reference of what a DCT of this size costs on this CPU. Last, the memory floor of a sweep
+    iteration: one XLA pass over the arrays a TV iteration reads (``u``, the three-component split
+    ``z``, the data term) and writes (``u``, ``z``), and one over those of a SPADE iteration with
+    the gradient transform (plus ``z_prior``, three components, read and written, and the prior
+    read): 9 against 16 volume-sized reads and writes. Their ratio is what SPADE per iteration
+    costs against TV once both are limited by memory traffic.
     """
     import scipy.fft
     import tensorflow as tf
@@ -349,11 +354,15 @@ def tv_iteration_profile(volume, repeats=5):
     field = tf.zeros((x.shape.rank,) + tuple(x.shape))
     sweep_iteration = tf.function(
         lambda a: variational._iteration(
-            a, field, field, tf.zeros([0]), tf.zeros([0]), a, a, tf.zeros([0]), tf.zeros([0]), scales,
+            a, field, tf.zeros([0]), a, a, tf.zeros([0]), scales,
             0.025, 0.0, 2.3, 0.0, 1.0, 2.3, isotropic=False, boundary="reflect", transform=None, use_tv=True,
             linear_step="gauss_seidel",
         )[0],
         jit_compile=True,
+    )
+    # Reads every array; writes those the solver updates (u, z, z_prior), not the prior.
+    state_pass = tf.function(
+        lambda updated, read_only: [updated[0] + tf.add_n(read_only)] + [a * 1.0001 for a in updated[1:]], jit_compile=True
     )
     stages = {
         "dct_solve_reflect": solve("reflect"),
@@ -363,6 +372,9 @@ def tv_iteration_profile(volume, repeats=5):
         "gauss_seidel_iteration_xla": sweep_iteration,
     }
     seconds = {name: _timed(lambda f=f: f(x).numpy(), repeats)[0] for name, f in stages.items()}
+    for name, updated, read_only in (("state_pass_tv", [x, field], [x]), ("state_pass_spade", [x, field, field + 0.0], [x, x + 0.0])):
+        state_pass(updated, read_only)  # compiles for these shapes
+        seconds[name] = _timed(lambda u=updated, r=read_only: [a.numpy() for a in state_pass(u, r)], repeats)[0]
     workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     seconds["scipy_dctn_idctn"] = _timed(
         lambda: scipy.fft.idctn(scipy.fft.dctn(volume, norm="ortho", workers=workers), norm="ortho", workers=workers), repeats
@@ -372,6 +384,7 @@ def tv_iteration_profile(volume, repeats=5):
         "seconds": seconds,
         "dct_share_of_exact_iteration": seconds["dct_solve_reflect"] / exact_iteration,
         "sweep_vs_exact_iteration": seconds["gauss_seidel_iteration_xla"] / exact_iteration,
+        "spade_vs_tv_state_traffic": seconds["state_pass_spade"] / seconds["state_pass_tv"],
     }
 
 
@@ -468,7 +481,8 @@ def comparison_lines(report):
         lines.append(
             f"One TV iteration by stage: {stages}. With the exact step the DCT solve is "
             f"{100 * profile['dct_share_of_exact_iteration']:.0f} % of an iteration; a whole Gauss-Seidel iteration "
-            f"takes {profile['sweep_vs_exact_iteration']:.2f}x the time of an exact one."
+            f"takes {profile['sweep_vs_exact_iteration']:.2f}x the time of an exact one. One pass over SPADE's "
+            f"iteration state takes {profile['spade_vs_tv_state_traffic']:.2f}x one over TV's."
         )
     return lines
 

@@ -126,8 +126,14 @@ def main():
     if args.real_ct and not (args.real_ct / REAL_SERIES).is_dir():
         raise SystemExit(f"error: {args.real_ct} has no {REAL_SERIES} folder")
 
+    planned = runs(args.real_ct)
+    known = [name for name, *_ in planned] + (["phantom_realism"] if args.real_ct else [])
+    unknown = sorted(set(args.only or ()) - set(known))
+    if unknown:
+        raise SystemExit(f"error: --only {' '.join(unknown)}: no such run; choose from {', '.join(known)}")
+
     sections = []
-    for name, title, arguments, figure_map in runs(args.real_ct):
+    for name, title, arguments, figure_map in planned:
         out = args.runs_dir / name
         if args.only is None or name in args.only:
             minutes = run_demo(arguments, out) / 60

@@ -45,9 +45,9 @@ Linear step (``linear_step``)
     loops. ``"exact"``: the FFT/DCT solve below. Both reach the same minimiser, but a sweep removes
     smooth error slowly when the operator is ill-conditioned, so ``"auto"`` (default) sweeps while
     its condition number ``1 + 4 Σ_a s_a² (λ + λ_p[gradient]) / (μ + λ_p[identity])`` is at most
-    ``GAUSS_SEIDEL_MAX_CONDITION`` (29-63 for TV and SPADE at their default weights, sigma 0.05-0.10) and solves
-    exactly above it (e.g. a prior weight far above the TV weight). ``benchmarks/variational.py``
-    times both.
+    ``GAUSS_SEIDEL_MAX_CONDITION`` (29-63 for TV and SPADE at their default weights, sigma
+    0.05-0.10) and solves exactly above it (e.g. a prior weight far above the TV weight).
+    ``benchmarks/variational.py`` times both.
 
 Stopping rule. The inner loop ends after ``n_iter`` iterations or as soon as the relative change
 ``‖u_k − u_{k−1}‖ / ‖u_k‖ < tol``. It is repeated ``n_outer`` times; between repeats the data term
@@ -92,7 +92,7 @@ from utils.prior import neighbour_prior
 BOUNDARIES = ("reflect", "periodic")
 LINEAR_STEPS = ("auto", "gauss_seidel", "exact")
 
-# "auto" sweeps while the linear operator's condition number, (largest / smallest eigenvalue), is at
+# "auto" sweeps while the linear operator's condition number (largest / smallest eigenvalue) is at
 # most this. Measured on a 7x33x45 volume at tol 1e-4 (distance to the converged solution, max
 # abs): at conditions 25 and 97 the sweep ends as close as the exact step (9e-3 vs 1e-2, 2.5e-2 vs
 # 3.2e-2); at 193 it is 2.7x farther, and at 4825 (a prior weight 200x the TV weight) 140x: a
@@ -537,8 +537,8 @@ def _compiled_solver(rank, isotropic, boundary, transform, use_tv, track, linear
     retracing. Unused ``prior`` / ``reference`` inputs receive ``f``, and are ignored. With the
     Gauss–Seidel step each inner loop is one XLA computation (compiled once per array shape): the
     neighbour sums, shrinks, updates and the stopping test of an iteration fuse into a few passes
-    over the array, and the loop updates its arrays in place. The exact step stays outside XLA,
-    whose CPU FFT is slower.
+    over the array, and the loop runs without returning to TensorFlow between iterations. The
+    exact step stays outside XLA.
     """
     array = tf.TensorSpec([None] * rank, tf.float32)
     scalar = tf.TensorSpec([], tf.float32)
@@ -609,15 +609,17 @@ def _inner_loop(
     history = tf.zeros([n_iter]) if track else tf.zeros([0])
     reference_norm = tf.norm(reference)
     iterations = tf.constant(0)
-    for k in tf.range(n_iter):
+    # A while loop, not ``for … in tf.range(n_iter)``: that one gives XLA n_iter as its maximum
+    # iteration count, a compile-time constant, so every new n_iter would recompile.
+    while iterations < n_iter:
         u_previous = u
         u, z, z_prior = _iteration(
             u, z, z_prior, fixed_rhs, prior, denominator, scales, tv_threshold, prior_threshold,
             lam_tv, lam_prior, identity_part, laplacian_part, **static,
         )
         if track:
-            history = tf.tensor_scatter_nd_update(history, [[k]], [tf.norm(u - reference) / reference_norm])
-        iterations = k + 1
+            history = tf.tensor_scatter_nd_update(history, [[iterations]], [tf.norm(u - reference) / reference_norm])
+        iterations += 1
         if tf.norm(u - u_previous) <= tol * tf.norm(u):
             break
     return u, z, z_prior, history, iterations
@@ -674,6 +676,8 @@ def _gauss_seidel_sweep(u, rhs, identity_part, axis_weights, boundary):
     With the reflect boundary the missing neighbour of an edge voxel is replaced by the voxel
     itself, and the diagonal counts two neighbours everywhere: at a fixed point the two extra
     terms cancel, which leaves the Neumann equation, and before it they damp the edge update.
+    With the periodic boundary and an odd axis length the two end samples share a colour and are
+    updated together (a Jacobi step for that pair); the sweeps still converge (tested).
     """
     rank = u.shape.rank
     diagonal = identity_part + 2.0 * tf.reduce_sum(axis_weights)
