@@ -396,8 +396,9 @@ def _solve(noisy, prior, tv_weight, prior_weight, transform, isotropic, z_weight
 
     scales = axis_weights / tv_scale if use_tv else np.ones(noisy.ndim)
     if linear_step == "auto":
-        identity_part = mu + (lam_prior if use_prior and transform == "identity" else 0.0)
-        laplacian_part = (lam_tv if use_tv else 0.0) + (lam_prior if use_prior and transform == "gradient" else 0.0)
+        identity_part, laplacian_part = _operator_parts(
+            mu, lam_tv if use_tv else 0.0, lam_prior if use_prior else 0.0, transform if use_prior else None
+        )
         condition = 1.0 + 4.0 * float(np.sum(scales**2)) * laplacian_part / identity_part
         linear_step = "gauss_seidel" if condition <= GAUSS_SEIDEL_MAX_CONDITION else "exact"
     solver = _compiled_solver(
@@ -529,6 +530,17 @@ def _shrink(z, threshold, vector):
     return z * (tf.nn.relu(length - threshold) / tf.maximum(length, threshold + 1e-12))
 
 
+def _operator_parts(mu, lam_tv, lam_prior, transform):
+    """The linear step's operator μ I + λ_tv DᵀD + λ_p ΦᵀΦ as ``(identity part, Laplacian part)``.
+
+    The operator is ``identity_part I + laplacian_part DᵀD``; an unused term has λ = 0. Works on
+    Python numbers and on tensors alike.
+    """
+    identity_part = mu + lam_prior if transform == "identity" else mu
+    laplacian_part = lam_tv + lam_prior if transform == "gradient" else lam_tv
+    return identity_part, laplacian_part
+
+
 @functools.cache
 def _compiled_solver(rank, isotropic, boundary, transform, use_tv, track, linear_step):
     """One ``tf.function`` per static configuration, traced once for every array size of that rank.
@@ -558,10 +570,7 @@ def _split_bregman(
     shape = tf.shape(f)
     prior_gradient = transform == "gradient"
     prior_identity = transform == "identity"
-    # The linear operator μ I + λ_tv DᵀD + λ_p ΦᵀΦ as (identity part) I + (Laplacian part) DᵀD;
-    # an unused term has λ = 0.
-    identity_part = mu + lam_prior if prior_identity else mu
-    laplacian_part = lam_tv + lam_prior if prior_gradient else lam_tv
+    identity_part, laplacian_part = _operator_parts(mu, lam_tv, lam_prior, transform)
     if linear_step == "exact":
         denominator = identity_part + laplacian_part * _laplacian_symbol(shape, scales, boundary, rank)
         if boundary == "periodic":
