@@ -91,6 +91,7 @@ from utils.prior import neighbour_prior
 
 BOUNDARIES = ("reflect", "periodic")
 LINEAR_STEPS = ("auto", "gauss_seidel", "exact")
+PRIOR_TRANSFORMS = ("gradient", "identity")
 
 # "auto" sweeps while the linear operator's condition number (largest / smallest eigenvalue) is at
 # most this. Measured on a 7x33x45 volume at tol 1e-4 (distance to the converged solution, max
@@ -108,13 +109,14 @@ GAUSS_SEIDEL_MAX_CONDITION = 100.0
 # 38.87 dB at 1e-3 (TV 38.62 and 38.79). Use 1e-5 or less to approach the minimiser itself.
 TV_TOL = 1e-3
 SPADE_TOL = 1e-4
-PRIOR_TRANSFORMS = ("gradient", "identity")
 
 # Noise-aware defaults, weight = factor * sigma on the [0, 1] scale, for the default anisotropic
 # TV, reflect boundary and n_outer = 2. Tuned (utils/tuning.py) on a windowed 24x128x128 crop of the
 # project phantom (utils.phantom.make_phantom) with the neighbour prior: the best factors at
 # sigma = 0.02, 0.05, 0.10 were TV 1.12, 1.18, 1.16; SPADE (Φ = gradient) β 0.95, 1.11, 1.11 and
-# α 0.23, 0.15, 0.15. PSNR is flat near the optimum. The tuner is the real source of parameters.
+# α 0.23, 0.15, 0.15 (exact linear step, tol 1e-4). With the sweep and TV_TOL the best TV factors on
+# a 32x192x192 phantom volume were 1.15, 1.15 and 1.0 (a grid of 0.8-2.0). PSNR is flat near the
+# optimum. The tuner is the real source of parameters.
 TV_WEIGHT_PER_SIGMA = 1.15
 SPADE_TV_WEIGHT_PER_SIGMA = 1.1
 SPADE_PRIOR_WEIGHT_PER_SIGMA = 0.2
