@@ -106,6 +106,34 @@ def git_commit():
     return commit + ("+uncommitted" if dirty.strip() else "")
 
 
+def accelerators():
+    """The Keras backend's GPU devices by name (empty on a CPU-only machine)."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return [f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices() if d.platform == "gpu"]
+    import tensorflow as tf
+
+    return [d.name for d in tf.config.list_logical_devices("GPU")]
+
+
+def accelerator_peak_memory():
+    """Peak bytes allocated on the first GPU so far, or None without one."""
+    if not accelerators():
+        return None
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.devices()[0].memory_stats().get("peak_bytes_in_use")
+    import tensorflow as tf
+
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"]
+
+
 def goal(target, value=None, met=None, note=""):
     """One goal of the suite: ``target`` in words, the measured ``value``, and whether it is met.
 

@@ -13,7 +13,9 @@ is the larger of a psutil sampler (every 20 ms) and the kernel's high-water mark
 built the phantom volumes and which once made a 3.3 GB case read 6.4 GB); ``baseline_rss_mb`` is the
 RSS after TensorFlow, the model and the input volume are in memory, so ``peak - baseline`` is what
 tiling costs. Weights are random (seeded): speed does not depend on them. Throughput counts input voxels
-(``voxels/s``); ``processed_voxels`` adds the tile overlaps that buy exact, seam-free output.
+(``voxels/s``); ``processed_voxels`` adds the tile overlaps that buy exact, seam-free output. The model
+is called once on one tile (or slice) before the clock starts, so tracing and XLA compilation, paid
+once per tile shape, are not timed. On a GPU, ``gpu_peak_memory_mb`` is the backend allocator's peak.
 
 The volumes are seeded phantoms (``benchmarks.common.windowed_phantom``: the default anatomy at
 any size, on [0, 1]) plus Gaussian noise of sigma 0.05, made once per depth by this process and
@@ -42,7 +44,12 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.common import describe_machine, peak_rss_bytes, windowed_phantom  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    accelerator_peak_memory,
+    describe_machine,
+    peak_rss_bytes,
+    windowed_phantom,
+)
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "inference.json"
 DEFAULT_TILE = (96, 256, 256)  # ~4 M voxels per tile: about 4 GB RSS for the f=32 3D U-Net in float32
@@ -161,6 +168,9 @@ def run_case(case):
     sampler.join()
     assert out.shape == data.shape and np.isfinite(out).all()
     max_rss = peak_rss_bytes()
+    gpu_peak = accelerator_peak_memory() if case["kind"] in ("2d", "3d") else None
+    if gpu_peak is not None:
+        record["gpu_peak_memory_mb"] = round(gpu_peak / 2**20, 1)
     return {
         **case,
         **record,
@@ -189,7 +199,9 @@ def _prepare_method(case, data):
 
     import keras
 
-    from models import build_model, predict, tiling_summary
+    import numpy as np
+
+    from models import build_model, model_info, predict, tiling_summary
 
     keras.utils.set_random_seed(0)
     ndim = 3 if case["kind"] == "3d" else 2
@@ -198,6 +210,9 @@ def _prepare_method(case, data):
     if ndim == 3:
         kwargs = {"tile_shape": tuple(case["tile"])}
         tiling = tiling_summary(model, data.shape, **kwargs)
+        # Every tile has the same shape: one call compiles for it (XLA on JAX and GPUs), as a long run would once.
+        fed_shape = [tile + 2 * model_info(model).shrink for tile in tiling["tile_shape"]]
+        model.predict_on_batch(np.zeros((1, *fed_shape, 1), np.float32))
     else:
         kwargs = {"batch_size": 1}
         predict(model, data[:1], progress=False)  # trace the predict function once, as a long run would

@@ -5,6 +5,8 @@
     python3 benchmarks/run_all.py --size tiny --out-dir /tmp/bench    # smoke run for CI, about 2 minutes
     python3 benchmarks/run_all.py --only variational inference        # some parts only
     python3 benchmarks/run_all.py --training-run results/<run> --real-ct ../shared/data/real_ct/<series>
+    KERAS_BACKEND=jax python3 benchmarks/run_all.py --size full --only training inference \
+        --options inference=--baselines     # a GPU machine with Keras on JAX and no TensorFlow
 
 Parts (each a script of its own in ``benchmarks/``, run as a subprocess, so that a crash or a
 timeout in one is recorded and the others go on):
@@ -150,7 +152,16 @@ def main(argv=None):
     parser.add_argument(
         "--real-ct", nargs="+", type=Path, default=[], metavar="PATH", help="real CT for the quality part"
     )
+    parser.add_argument(
+        "--options",
+        nargs="+",
+        default=[],
+        metavar="PART=OPTIONS",
+        help="more options for a part's script, after the size's own (a repeated option takes the later value), "
+        'e.g. "inference=--baselines" (no TV 3D or BM4D) "training=--precisions float32"',
+    )
     args = parser.parse_args(argv)
+    args.extra_options = _extra_options(parser, args.options)
     out_dir = args.out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -183,6 +194,17 @@ def main(argv=None):
     return 1 if any(p["status"] in ("failed", "partly failed") for p in parts.values()) else 0
 
 
+def _extra_options(parser, items):
+    """``{part: [option, ...]}`` from ``--options`` items ``PART=OPTIONS``; a bad item stops with a usage error."""
+    extra = {}
+    for item in items:
+        name, separator, options = item.partition("=")
+        if not separator or name not in PARTS:
+            parser.error(f"--options {item!r}: expected PART=OPTIONS with PART one of {', '.join(PARTS)}")
+        extra.setdefault(name, []).extend(options.split())
+    return extra
+
+
 # ----------------------------------------------------------------------------- running the parts
 def run_part(name, args, out_dir):
     """Run one part's script; return its record: status, report, figures and goals."""
@@ -190,6 +212,7 @@ def run_part(name, args, out_dir):
     record = {"title": part.title}
     json_path = out_dir / f"{name}.json"
     options = [option.format(dir=out_dir) for option in PART_OPTIONS[name][args.size].split()]
+    options += args.extra_options.get(name, [])
     if name == "quality" and args.real_ct:
         options += ["--real-ct", *map(str, args.real_ct)]
     if name == "time_to_quality":
@@ -358,7 +381,7 @@ def summarise_inference(report):
     for c in by_kind.get("2d", {}).values():
         table += [
             f"2D U-Net (f={c['filters']}): {c['seconds_per_slice']:.3f} s per {c['size']}x{c['size']} slice, "
-            f"peak RSS {c['peak_rss_mb']:.0f} MB.",
+            f"peak RSS {_memory_text(c)}.",
             "",
         ]
     table += [
@@ -383,13 +406,22 @@ def summarise_inference(report):
                 cells += [_case_outcome(report, kind, depth), "-"]
                 continue
             ratio = f" ({c['seconds'] / unet['seconds']:.1f}x)" if unet and kind != "3d" else ""
-            cells += [f"{c['seconds']:.1f}{ratio}", f"{c['peak_rss_mb']:.0f}"]
+            cells += [f"{c['seconds']:.1f}{ratio}", _memory_text(c, unit="")]
         table.append(_row(f"{depth}x{size}x{size}", *cells))
     figures = {f"{c['kind']}_{c['slices']}_seconds": c["seconds"] for c in done}
     figures.update({f"{c['kind']}_{c['slices']}_peak_rss_mb": c["peak_rss_mb"] for c in done})
+    for c in done:
+        if "gpu_peak_memory_mb" in c:
+            figures[f"{c['kind']}_{c['slices']}_gpu_peak_memory_mb"] = c["gpu_peak_memory_mb"]
     goals = {"memory_flat": _flat_memory_goal(by_kind.get("3d", {})), "memory_300_slices": _memory_goal(by_kind)}
     failed = [f"{c['kind']} {c['slices']} slices: {c['error']}" for c in report["cases"] if "error" in c]
     return figures, goals, table, failed
+
+
+def _memory_text(case, unit=" MB"):
+    """Peak RSS, and the GPU allocator's peak where the case ran on a GPU."""
+    gpu = case.get("gpu_peak_memory_mb")
+    return f"{case['peak_rss_mb']:.0f}{unit}" + ("" if gpu is None else f" (GPU {gpu:.0f}{unit})")
 
 
 def _flat_memory_goal(unets):
@@ -526,6 +558,15 @@ def _measured(record):
 
 
 # ----------------------------------------------------------------------------- markdown
+def _framework(machine):
+    """'TensorFlow 2.21.0, Keras 3.15.1', or Keras on its other backend with that backend's version."""
+    backend = machine.get("keras_backend", "tensorflow")
+    if backend == "tensorflow":
+        return f"TensorFlow {machine['tensorflow']}, Keras {machine['keras']}"
+    version = machine.get("libraries", {}).get(backend) or "(version not recorded)"
+    return f"Keras {machine['keras']} on {backend} {version}"
+
+
 def markdown(suite):
     m = suite["machine"]
     gpus = ", ".join(m["gpus"]) or "none"
@@ -534,7 +575,7 @@ def markdown(suite):
         "",
         f"`{suite['command']}`, started {suite['started']}, took {suite['minutes']:.1f} minutes. "
         f"{m['cpu_model']}, {m['usable_cpus']} usable CPUs, {m['memory_gb']} GB, GPUs: {gpus}; "
-        f"TensorFlow {m['tensorflow']}, Keras {m['keras']}; git {m['git_commit']}; "
+        f"{_framework(m)}; git {m['git_commit']}; "
         f"load average {m['load_average'][0]:.1f} at the start, {m['load_average_end'][0]:.1f} at the end.",
         "",
         "## Goals",

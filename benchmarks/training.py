@@ -1,7 +1,7 @@
 """Training throughput of the 2D U-Net, 3D U-Net and ResPrU-Net 3D in float32, mixed_bfloat16 and mixed_float16.
 
     python3 benchmarks/training.py                    # --size small: 2D 128x128 x16; 3D f=16, 16x64x64 x4
-    python3 benchmarks/training.py --size full        # 3D f=32, 32x128x128 x2 (2D unchanged)
+    python3 benchmarks/training.py --size full        # for a GPU: 2D 256x256 x32; 3D f=32, 32x128x128 x8
     python3 benchmarks/training.py --quick            # smoke run: tiny models and patches, a few steps
     python3 benchmarks/training.py --models unet2d --precisions float32   # a subset
 
@@ -27,7 +27,7 @@ FLOPs per training sample (analytic, documented in the JSON under "method")
 
 Peak
     Dense matrix-multiply peak of the same machine, measured the same way (fresh subprocess):
-    tf.matmul of two N x N matrices (N=4096; 1024 with --quick) in float32, bfloat16 and
+    tf.matmul of two N x N matrices (N=4096; 16384 at --size full, 1024 with --quick) in float32, bfloat16 and
     float16, several repetitions, best time, 2 N^3 FLOPs each; measured before and after the
     cases, and the faster of the two is used (a shared machine slows one of them). A case's "fraction of peak"
     divides its achieved FLOP/s by the peak of its compute dtype (float32 -> float32,
@@ -57,7 +57,13 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.common import describe_machine, peak_rss_bytes, text_table  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    accelerator_peak_memory,
+    accelerators,
+    describe_machine,
+    peak_rss_bytes,
+    text_table,
+)
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "training.json"
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -71,10 +77,11 @@ MODELS = {
         "unet3d": ("unet", 3, 16, (16, 64, 64), 4),
         "resprunet3d": ("resprunet", 3, 16, (16, 64, 64), 4),
     },
+    # For a GPU: larger slices and batches, so that a step is not dominated by kernel launches.
     "full": {
-        "unet2d": ("unet", 2, 32, (128, 128), 16),
-        "unet3d": ("unet", 3, 32, (32, 128, 128), 2),
-        "resprunet3d": ("resprunet", 3, 32, (32, 128, 128), 2),
+        "unet2d": ("unet", 2, 32, (256, 256), 32),
+        "unet3d": ("unet", 3, 32, (32, 128, 128), 8),
+        "resprunet3d": ("resprunet", 3, 32, (32, 128, 128), 8),
     },
     "quick": {
         "unet2d": ("unet", 2, 8, (32, 32), 4),
@@ -83,7 +90,9 @@ MODELS = {
     },
 }
 # warm-up steps, minimum timed steps, minimum timed seconds, maximum timed steps
-TIMING = {"small": (3, 5, 15.0, 200), "full": (3, 10, 30.0, 500), "quick": (1, 2, 0.0, 3)}
+TIMING = {"small": (3, 5, 15.0, 200), "full": (5, 20, 5.0, 2000), "quick": (1, 2, 0.0, 3)}
+# N of the N x N peak matmuls: on a GPU a 4096 product takes well under a millisecond, too short to time
+MATMUL_SIZE = {"small": 4096, "full": 16384, "quick": 1024}
 
 METHOD = {
     "throughput": "samples/s = batch / median step time; one step = model.train_on_batch (forward, MSE loss, backward, "
@@ -110,7 +119,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, help="warm-up steps (default by size)")
     parser.add_argument("--min-steps", type=int, help="minimum timed steps (default by size)")
     parser.add_argument("--min-seconds", type=float, help="minimum timed seconds (default by size)")
-    parser.add_argument("--matmul-size", type=int, help="N of the N x N peak matmuls (default 4096; 1024 with --quick)")
+    parser.add_argument("--matmul-size", type=int, help="N of the N x N peak matmuls (default by size: MATMUL_SIZE)")
     parser.add_argument("--case-timeout", type=float, default=1800.0, help="seconds before a case is killed")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one training case in this process
@@ -143,7 +152,7 @@ def main(argv=None):
             "warning: the machine is busy (load average above); throughputs and peaks will be low and noisy", flush=True
         )
 
-    n = args.matmul_size or (1024 if args.quick else 4096)
+    n = args.matmul_size or MATMUL_SIZE[size]
     peak_spec = {
         "n": n,
         "repeats": 3 if args.quick else 5,
@@ -267,34 +276,6 @@ def run_case(case):
     if peak_bytes is not None:
         record["gpu_peak_memory_mb"] = round(peak_bytes / 2**20, 1)
     return record
-
-
-def accelerators():
-    """The Keras backend's GPU devices by name (empty on a CPU-only machine)."""
-    import keras
-
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return [f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices() if d.platform == "gpu"]
-    import tensorflow as tf
-
-    return [d.name for d in tf.config.list_logical_devices("GPU")]
-
-
-def accelerator_peak_memory():
-    """Peak bytes allocated on the first GPU so far, or None without one."""
-    if not accelerators():
-        return None
-    import keras
-
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return jax.devices()[0].memory_stats().get("peak_bytes_in_use")
-    import tensorflow as tf
-
-    return tf.config.experimental.get_memory_info("GPU:0")["peak"]
 
 
 def conv_flops(model, case):

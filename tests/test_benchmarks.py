@@ -4,6 +4,7 @@ The tiny run exercises every part's script, the collection of their JSON files a
 its numbers are smoke-test numbers, so only their presence and sign are checked here.
 """
 
+import argparse
 import json
 import math
 import os
@@ -75,7 +76,7 @@ def test_tiny_suite_writes_its_table_outside_the_tree(tiny_suite):
 
 def test_a_crashing_part_is_recorded_and_the_suite_goes_on(tmp_path, monkeypatch):
     monkeypatch.setitem(run_all.PARTS, "pipeline", run_all.Part("1. Input pipeline", "no_such_script.py"))
-    args = types.SimpleNamespace(size="tiny", real_ct=[], training_run=None)
+    args = types.SimpleNamespace(size="tiny", real_ct=[], training_run=None, extra_options={})
     record = run_all.run_part("pipeline", args, tmp_path)
     assert record["status"] == "failed"
     assert "no pipeline.json" in record["error"] and "no_such_script.py" in record["error"]
@@ -88,13 +89,38 @@ def test_a_failed_case_inside_a_part_marks_it_partly_failed(tmp_path, monkeypatc
     script = tmp_path / "fake_inference.py"  # writes its report to --out, the last argument
     script.write_text(f"import json, sys\nwith open(sys.argv[-1], 'w') as f:\n    json.dump({report!r}, f)\n")
     monkeypatch.setitem(run_all.PARTS, "inference", run_all.Part("3. Inference", str(script)))
-    args = types.SimpleNamespace(size="tiny", real_ct=[], training_run=None)
+    args = types.SimpleNamespace(size="tiny", real_ct=[], training_run=None, extra_options={})
     record = run_all.run_part("inference", args, tmp_path)
     assert record["status"] == "partly failed"
     assert record["problems"] == ["3d 8 slices: ConfigError: tile too small"]
     suite = {"size": "tiny", "command": "run_all", "started": "now", "minutes": 0.1, "machine": MACHINE}
     table = run_all.markdown({**suite, "parts": {"inference": record}})
     assert "Failed inside this part: 3d 8 slices: ConfigError: tile too small." in table
+
+
+def test_options_reach_the_part_after_the_sizes_own(tmp_path, monkeypatch):
+    script = tmp_path / "fake_inference.py"  # records its arguments as the report, at --out (the last argument)
+    script.write_text(
+        "import json, sys\nwith open(sys.argv[-1], 'w') as f:\n    json.dump({'cases': [], 'argv': sys.argv}, f)\n"
+    )
+    monkeypatch.setitem(run_all.PARTS, "inference", run_all.Part("3. Inference", str(script)))
+    parser = argparse.ArgumentParser()
+    extra = run_all._extra_options(parser, ["inference=--baselines --budget-minutes 3", "training=--min-seconds 1"])
+    args = types.SimpleNamespace(size="tiny", real_ct=[], training_run=None, extra_options=extra)
+    record = run_all.run_part("inference", args, tmp_path)
+    argv = record["report"]["argv"]
+    tiny = run_all.PART_OPTIONS["inference"]["tiny"].split()
+    assert argv[1 : 1 + len(tiny)] == tiny
+    assert argv[1 + len(tiny) : -2] == ["--baselines", "--budget-minutes", "3"]
+    assert "--min-seconds" not in argv
+
+
+@pytest.mark.parametrize("item", ["nosuchpart=--quick", "inference --baselines"])
+def test_a_bad_options_item_stops_with_a_usage_error(item, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        run_all.main(["--size", "tiny", "--options", item])
+    assert stopped.value.code == 2
+    assert repr(item) in capsys.readouterr().err
 
 
 def test_a_part_past_its_timeout_is_killed_with_its_subprocesses(tmp_path):
@@ -126,7 +152,7 @@ def _alive(pid):
 
 
 def test_time_to_quality_without_a_run_is_not_measured(tmp_path):
-    args = types.SimpleNamespace(size="small", real_ct=[], training_run=None)
+    args = types.SimpleNamespace(size="small", real_ct=[], training_run=None, extra_options={})
     record = run_all.run_part("time_to_quality", args, tmp_path)
     assert record["status"] == "not measured"
     assert record["goals"]["minutes_to_pass_bm3d"]["status"] == "not measured"
