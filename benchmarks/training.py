@@ -366,9 +366,10 @@ def _matmul_peak(dtype, n, repeats, budget):
             best = min(best, time.perf_counter() - start)
         return best
 
-    # Estimate from a small product, and shrink N if the full one would overrun the budget.
-    probe = min(n, 512)
-    estimate = timed(probe, 1) * (n / probe) ** 3 * (repeats + 1)
+    # Estimate from a smaller product, and shrink N if the full one would overrun the budget. On a GPU
+    # a small product is all launch overhead, so the probe must not be tiny or N shrinks for nothing.
+    probe = min(n, 2048)
+    estimate = timed(probe, 3) * (n / probe) ** 3 * (repeats + 1)
     while n > probe and estimate > budget:
         n //= 2
         estimate /= 8
