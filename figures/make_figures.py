@@ -56,6 +56,18 @@ def runs(real_ct):
             ["Demo_assess_3D_learning_methods.py", "--noise", "0.05", *data_args],
             {"views.png": f"assess3d_{data_name}_noise0.05.png"},
         ))
+        # The same models at 5 % with the flip self-ensemble, against BM3D on the very same slices.
+        ensembles = (
+            ("assess2d", "2D models on slices with the flip self-ensemble (4 flips)", "Demo_assess_2D_learning_methods.py"),
+            ("assess3d", "3D and 2D models on volumes with the flip self-ensemble (8 and 4 flips)", "Demo_assess_3D_learning_methods.py"),
+        )
+        for prefix, what, demo in ensembles:
+            planned.append((
+                f"{prefix}_{data_name}_noise0.05_self_ensemble",
+                f"{what} against BM3D, {data_title}, 5 % noise",
+                [demo, "--noise", "0.05", "--self-ensemble", "--methods", "noisy,bm3d", *data_args],
+                {},
+            ))
     planned.append((
         "assess_variational_phantom",
         "Variational and classical methods on volumes, embedded phantom test set",

@@ -24,11 +24,17 @@ Tiling (for images and volumes larger than memory)
   (where its prediction lacks context), then rises as a raised cosine to 1; facing ramps sum to 1.
   With an overlap covering the receptive field, tiled output equals untiled output (up to float
   rounding); a smaller overlap is allowed (warning) and still blends without seams.
-- Windows are separable and tiles form a grid, so the normaliser is a product of 1-D sums: memory stays
-  at input + float32 output + one batch of tiles, with no full-size weight buffer.
+- Windows are separable and tiles form a grid, so each axis' windows are divided by their 1-D sum
+  beforehand: memory stays at input + float32 output + one batch of tiles, with no full-size weight buffer.
+
+Self-ensemble (``self_ensemble=True``)
+- The prediction is the mean over every flip of the model's spatial axes (4 for 2D, 8 for 3D models),
+  each flipped back: the geometric self-ensemble of Timofte et al. (CVPR 2016), as EDSR+ uses it.
+  It costs that many passes and needs no extra memory (tiles are added through flipped views).
 """
 
 import dataclasses
+import itertools
 import math
 import sys
 import warnings
@@ -132,7 +138,9 @@ def model_info(model):
     )
 
 
-def predict(model, noisy, prior=None, tile_shape=None, overlap=None, batch_size=1, progress=None):
+def predict(
+    model, noisy, prior=None, tile_shape=None, overlap=None, batch_size=1, progress=None, self_ensemble=False
+):
     """Denoise a 2D image, a stack of 2D slices or a 3D volume; returns float32 of the input's shape.
 
     Args:
@@ -144,6 +152,10 @@ def predict(model, noisy, prior=None, tile_shape=None, overlap=None, batch_size=
             default ``model_info(model).default_overlap``.
         batch_size: slices or tiles per model call.
         progress: show a tqdm bar; None shows one when there are many steps.
+        self_ensemble: average the predictions for every flip of the model's spatial axes (4 for a 2D
+            model, 8 for a 3D one; each flipped back first), at that many times the cost. The prior is
+            flipped with the image, which is the prior of the flipped image for a symmetric slice
+            window (the default ``centred`` one).
 
     Raises:
         ConfigError: wrong dimensionality or channel count, missing or mismatched prior, bad tile settings.
@@ -167,29 +179,38 @@ def predict(model, noisy, prior=None, tile_shape=None, overlap=None, batch_size=
     plans = _plan_tiles(items.shape[1:], info, tile_shape, overlap)
     out = np.zeros(items.shape, dtype=np.float32)
 
+    # Axes of `items` to flip, one tuple per pass: spatial axis k of the model is axis k + 1 of `items`.
+    passes = [()]
+    if self_ensemble:
+        spatial_axes = range(1, info.ndim + 1)
+        passes = [axes for n in range(info.ndim + 1) for axes in itertools.combinations(spatial_axes, n)]
     jobs = [(item, tile) for item in range(len(items)) for tile in np.ndindex(*[len(p.starts) for p in plans])]
-    steps = math.ceil(len(jobs) / batch_size)
+    steps = math.ceil(len(jobs) / batch_size) * len(passes)
     show = steps >= _PROGRESS_MIN_STEPS if progress is None else bool(progress)
     unit = "tile" if any(len(p.starts) > 1 for p in plans) else "slice" if len(items) > 1 else "image"
     bar = tqdm(total=steps, desc="predict", unit=f"{unit} batch", disable=not show, file=sys.stderr) if tqdm else None
-    for first in range(0, len(jobs), batch_size):
-        batch = jobs[first : first + batch_size]
-        inputs = [np.stack([_extract(items[i], plans, tile, info.shrink) for i, tile in batch])[..., None]]
-        if prior_items is not None:
-            prior_batch = np.stack([_extract(prior_items[i], plans, tile, info.shrink) for i, tile in batch])[..., None]
-            inputs.insert(info.prior_index, prior_batch)
-        predicted = model.predict_on_batch(inputs if len(inputs) > 1 else inputs[0])
-        predicted = np.asarray(predicted, dtype=np.float32)[..., 0]
-        for (i, tile), tile_out in zip(batch, predicted):
-            _accumulate(out[i], tile_out, plans, tile)
-        if bar is not None:
-            bar.update(1)
+    for axes in passes:
+        # Flipped views: tiles are cut from the flipped input and added into the flipped output, which
+        # flips each prediction back in place, with no copy of the volume.
+        flipped_items, flipped_out = np.flip(items, axes), np.flip(out, axes)
+        flipped_prior = None if prior_items is None else np.flip(prior_items, axes)
+        for first in range(0, len(jobs), batch_size):
+            batch = jobs[first : first + batch_size]
+            inputs = [np.stack([_extract(flipped_items[i], plans, tile, info.shrink) for i, tile in batch])[..., None]]
+            if flipped_prior is not None:
+                prior_batch = np.stack([_extract(flipped_prior[i], plans, tile, info.shrink) for i, tile in batch])
+                inputs.insert(info.prior_index, prior_batch[..., None])
+            predicted = model.predict_on_batch(inputs if len(inputs) > 1 else inputs[0])
+            predicted = np.asarray(predicted, dtype=np.float32)[..., 0]
+            for (i, tile), tile_out in zip(batch, predicted):
+                _accumulate(flipped_out[i], tile_out, plans, tile)
+            if bar is not None:
+                bar.update(1)
     if bar is not None:
         bar.close()
 
-    for axis, plan in enumerate(plans):  # divide by the blending weights' sum, one axis at a time, in place
-        if len(plan.starts) > 1:
-            out /= plan.norm.reshape((1,) + (1,) * axis + (-1,) + (1,) * (len(plans) - axis - 1))
+    if len(passes) > 1:
+        out /= len(passes)
     out = out if noisy.ndim > info.ndim else out[0]
     return out[..., None] if restore_channel else out
 
@@ -222,8 +243,8 @@ class _AxisPlan:
     pad_before: int
     tile: int
     starts: list
-    windows: list  # one weight vector of length `tile` per start
-    norm: np.ndarray  # sum of windows over the original extent
+    windows: list  # one weight vector of length `tile` per start, normalised: they sum to 1 at every voxel
+    norm: np.ndarray  # sum of the windows before normalisation, over the original extent
 
 
 def _plan_tiles(spatial_shape, info, tile_shape, overlap):
@@ -289,6 +310,10 @@ def _plan_axis(size, divisor, tile_max, overlap, halo, fixed=False):
     norm = np.zeros(frame, dtype=np.float32)
     for start, window in zip(starts, windows):
         norm[start : start + tile] += window
+    # Divided by their sum, the weights of one pass over the tiles add up to 1 at every voxel, so passes
+    # over flipped inputs (whose tiles lie mirrored in the original frame) can simply be added.
+    safe_norm = np.where(norm > 0, norm, 1.0)
+    windows = [window / safe_norm[start : start + tile] for start, window in zip(starts, windows)]
     return _AxisPlan(size, frame, pad_before, tile, starts, windows, norm[pad_before : pad_before + size])
 
 

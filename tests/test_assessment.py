@@ -140,14 +140,28 @@ def test_3d_demo_scores_volumes_with_3d_and_2d_models(tiny_data, tiny_models, tu
     out = tmp_path / "assess3d"
     run_script(
         DEMO_3D, "--data", tiny_data, "--models", tiny_models["unet3d"], tiny_models["resprunet2d"],
-        "--methods", "noisy,tv,spade", "--max-depth", 8, "--tuned-dir", tuned_dir, "--out", out,
+        "--methods", "noisy,tv,spade", "--max-depth", 8, "--tuned-dir", tuned_dir, "--out", out, "--self-ensemble",
     )
     header, rows = read_csv(out / "metrics.csv")
     assert header == list(assessment.METRIC_COLUMNS)
     assert {r["method"] for r in rows} == {"noisy", "tv", "spade", "unet3d", "resprunet2d"}
     assert {r["sample"] for r in rows} == {"case_1_z002-009", "case_2_z002-009"}
     assert_png(out / "views.png")
-    assert "central 8 slices" in (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
+    assert "central 8 slices" in summary
+    assert "self-ensemble of 8 flips" in summary and "self-ensemble of 4 flips" in summary
+
+
+def test_a_self_ensemble_model_method_predicts_the_flip_mean(volumes, tiny_models):
+    from models import predict
+
+    sample = assessment.volume_samples(assessment.add_noise(volumes, NOISE), max_depth=8)[0]
+    plain = assessment.load_model_method(tiny_models["unet3d"], allowed_ndims=(3,))
+    ensemble = assessment.load_model_method(tiny_models["unet3d"], allowed_ndims=(3,), self_ensemble=True)
+    expected = predict(plain.model, sample.noisy, tile_shape=plain.tile_shape, self_ensemble=True, progress=False)
+    np.testing.assert_allclose(ensemble.denoise(sample), expected, atol=1e-6)
+    assert not np.allclose(plain.denoise(sample), expected, atol=1e-6)
+    assert "self-ensemble of 8 flips" in ensemble.describe() and "self-ensemble" not in plain.describe()
 
 
 def test_variational_demo_writes_grids_and_convergence_plot(tiny_data, tuned_dir, tmp_path):

@@ -205,3 +205,19 @@ def test_real_ct_recipes_refuse_a_run_trained_on_the_held_out_data(tmp_path):
     (run / "model_final.keras").write_bytes(b"not used")
     result = run_script(REPO / "benchmarks" / "real_ct_recipes.py", "--real-ct", held_out, "--runs", run, check=False)
     assert result.returncode != 0 and "was trained on" in result.stderr and "leaky_run" in result.stderr
+
+
+def test_spade_prior_study_gains_with_a_better_prior(tmp_path):
+    """A prior made of clean neighbouring slices must lift SPADE above a prior made of noisy ones."""
+    from benchmarks import spade_prior
+
+    out, table = tmp_path / "spade_prior.json", tmp_path / "spade_prior.md"
+    run_script(REPO / "benchmarks" / "spade_prior.py", "--quick", "--out", out, "--markdown", table)
+    rows = {row["prior"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == set(spade_prior.PRIORS)
+    for row in rows.values():
+        assert row["prior_psnr"] < row["spade_psnr"] and math.isfinite(row["tv_psnr"])
+        assert row["spade_minus_tv"] == pytest.approx(row["spade_psnr"] - row["tv_psnr"], abs=2e-3)
+    clean, noisy = rows["clean, 3 slices"], rows["noisy, 3 slices"]
+    assert clean["prior_psnr"] > noisy["prior_psnr"] and clean["spade_psnr"] > noisy["spade_psnr"]
+    assert "| 0.05 | clean, 3 slices |" in table.read_text()

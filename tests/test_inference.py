@@ -53,6 +53,35 @@ def test_tiled_equals_untiled(name, ndim, depth, shape, tile_shape, rng):
     np.testing.assert_allclose(tiled, whole, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "name, ndim, shape, tile_shape, flips",
+    [
+        ("unet", 2, (37, 45), None, 4),
+        ("unet", 2, (3, 37, 45), (32, 32), 4),  # a stack: the slice axis is not flipped
+        ("resprunet", 2, (2, 29, 31), None, 4),
+        ("unet", 3, (9, 37, 45), None, 8),
+        ("resprunet", 3, (29, 37, 45), (28, 28, 28), 8),  # tiles placed asymmetrically, mirrored by the flips
+    ],
+)
+def test_self_ensemble_is_the_mean_over_flips_flipped_back(name, ndim, shape, tile_shape, flips, rng):
+    import itertools
+
+    model = _small(name, ndim, depth=1)
+    noisy = rng.random(shape, dtype=np.float32)
+    prior = rng.random(shape, dtype=np.float32) if name == "resprunet" else None
+    spatial = tuple(range(len(shape) - ndim, len(shape)))
+    expected = []
+    for n in range(ndim + 1):
+        for axes in itertools.combinations(spatial, n):
+            flipped_prior = None if prior is None else np.flip(prior, axes).copy()
+            out = predict(model, np.flip(noisy, axes).copy(), prior=flipped_prior, tile_shape=tile_shape, progress=False)
+            expected.append(np.flip(out, axes))
+    assert len(expected) == flips
+    ensemble = predict(model, noisy, prior=prior, tile_shape=tile_shape, batch_size=2, progress=False, self_ensemble=True)
+    np.testing.assert_allclose(ensemble, np.mean(expected, axis=0), atol=1e-5)
+    assert np.abs(ensemble - predict(model, noisy, prior=prior, tile_shape=tile_shape, progress=False)).max() > 1e-4
+
+
 def test_tiled_2d_stack_equals_untiled(rng):
     model = _small("unet", ndim=2, depth=1)
     stack = rng.random((3, 37, 45), dtype=np.float32)

@@ -294,7 +294,7 @@ class ModelMethod(Method):
 
     kind = "model"
 
-    def __init__(self, path, model, config, name=None, tile_shape=None, batch_size=4):
+    def __init__(self, path, model, config, name=None, tile_shape=None, batch_size=4, self_ensemble=False):
         from models.inference import model_info
 
         self.path = Path(path)
@@ -304,6 +304,7 @@ class ModelMethod(Method):
         self.name = name or self.path.stem
         self.tile_shape = tile_shape
         self.batch_size = batch_size
+        self.self_ensemble = bool(self_ensemble)
         self.prior_settings = None
         if self.info.needs_prior:
             self.prior_settings = {
@@ -330,7 +331,15 @@ class ModelMethod(Method):
         from models.inference import predict
 
         tile = self.tile_shape if (self.ndim == 3 and not self.info.fixed_shape) else None
-        return predict(self.model, noisy, prior=prior, tile_shape=tile, batch_size=self.batch_size, progress=False)
+        return predict(
+            self.model,
+            noisy,
+            prior=prior,
+            tile_shape=tile,
+            batch_size=self.batch_size,
+            progress=False,
+            self_ensemble=self.self_ensemble,
+        )
 
     def warm_up(self, sample):
         # Keras traces predict once for the first input shape, then once more for a shape with free
@@ -350,7 +359,8 @@ class ModelMethod(Method):
         keys = ("model", "ndim", "filters", "depth", "noise", "prior", "hu_window", "source")
         settings = ", ".join(f"{k}={self.config[k]}" for k in keys if k in self.config)
         prior = f"; prior {self.prior_settings}" if self.prior_settings else ""
-        return f"`{self.path}` ({self.model.count_params():,} parameters; {settings}{prior})"
+        ensemble = f"; self-ensemble of {2**self.ndim} flips" if self.self_ensemble else ""
+        return f"`{self.path}` ({self.model.count_params():,} parameters; {settings}{prior}{ensemble})"
 
 
 class BaselineMethod(Method):
@@ -488,7 +498,7 @@ def discover_models(folder=DEFAULT_MODELS_DIR, noise=None, ndims=(2,)):
     return chosen, notes
 
 
-def load_model_method(path, allowed_ndims=(2,), name=None, tile_shape=None, demo_hint=""):
+def load_model_method(path, allowed_ndims=(2,), name=None, tile_shape=None, demo_hint="", self_ensemble=False):
     """Load ``path`` (``.keras`` or reference ``.h5``) as a :class:`ModelMethod`.
 
     Raises ModelFileError for unreadable files, and for models whose dimensionality is not in
@@ -498,21 +508,24 @@ def load_model_method(path, allowed_ndims=(2,), name=None, tile_shape=None, demo
 
     path = Path(path)
     model, config = load_model(path)
-    method = ModelMethod(path, model, config, name=name, tile_shape=tile_shape)
+    method = ModelMethod(path, model, config, name=name, tile_shape=tile_shape, self_ensemble=self_ensemble)
     if method.ndim not in allowed_ndims:
         wanted = " or ".join(f"{d}D" for d in allowed_ndims)
         raise ModelFileError(path, f"is a {method.ndim}D model, but this assessment takes {wanted} models{demo_hint}")
     return method
 
 
-def model_methods(paths, allowed_ndims=(2,), tile_shape=None, demo_hint=""):
-    """Load every model file; method names are the file stems (``<parent>/<stem>`` when stems repeat)."""
+def model_methods(paths, allowed_ndims=(2,), tile_shape=None, demo_hint="", self_ensemble=False):
+    """Load every model file; method names are the file stems (``<parent>/<stem>`` when stems repeat).
+
+    ``self_ensemble``: each model predicts the mean over the flips of its axes (``models.predict``).
+    """
     paths = [Path(p) for p in paths]
     stems = [p.stem for p in paths]
     names = [f"{p.parent.name}/{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
     if len(set(names)) != len(names):
         raise ConfigError(f"two --models files would share a name: {', '.join(map(str, paths))}")
-    return [load_model_method(p, allowed_ndims, n, tile_shape, demo_hint) for p, n in zip(paths, names)]
+    return [load_model_method(p, allowed_ndims, n, tile_shape, demo_hint, self_ensemble) for p, n in zip(paths, names)]
 
 
 def noise_notes(methods, noise):
