@@ -469,7 +469,9 @@ def summarise_variational(report):
     figures = {
         f"tv_{name}_{key}": tv[name][key] for name in ("ours", "ours_exact_step", "skimage") if name in tv for key in ("seconds", "psnr")
     }
-    figures.update({f"{name}_seconds_per_iteration": spade[name]["seconds_per_iteration"] for name in ("spade", "tv")})
+    figures.update(
+        {f"{name}_seconds_per_iteration": spade[name]["seconds_per_iteration"] for name in ("spade", "spade_identity", "tv")}
+    )
     classical = {name: report[name] for name in ("bm3d", "bm4d") if name in report}
     figures.update(
         {f"{name}_{key}": r[key] for name, r in classical.items() if "error" not in r for key in ("seconds", "psnr")}
@@ -553,8 +555,10 @@ def _cell(text):
 
 
 def _measured(record):
-    """A goal's measured value, or why it has none."""
-    return record["value"] if record["value"] is not None else record.get("note", "-")
+    """A goal's measured value with its note, or why it has none."""
+    if record["value"] is None:
+        return record.get("note", "-")
+    return f"{record['value']} ({record['note']})" if record.get("note") else record["value"]
 
 
 # ----------------------------------------------------------------------------- markdown
