@@ -11,7 +11,7 @@ Colorectal-Liver-Metastases series, see ``trained_models/README.md``) and, for t
 ``slices_lidc_chest_dicom`` and ``slices_msd_lung_png``.
 
 Each demo runs in its own process; run folders go to ``results/figures/<run>/``. On 2 CPU cores
-the whole set takes about 25 minutes (BM3D, BM4D and the baseline tuning dominate).
+the whole set takes about 16 minutes (BM3D, BM4D and, on a first run, the baseline tuning dominate).
 """
 
 import argparse

@@ -266,13 +266,15 @@ def spade_denoise(
         ``α‖D(u − u_p)‖₁`` (PICCS-like; anisotropic or isotropic following ``isotropic``): the
         difference to the prior is piecewise constant, so the prior's fine texture and edges are
         kept while its offsets are corrected. Adds ``λ_p DᵀD`` to the solve; it shares the gradient
-        and adjoint of the TV split, so an iteration costs 1.1–1.4x a TV iteration. Default because
-        with the neighbour prior on the project phantom it scored 0.09–0.18 dB above ``"identity"``
-        and 0.17–0.25 dB above TV at sigma 0.02, 0.05 and 0.10 (tuned weights, 24x128x128 crop).
+        and adjoint of the TV split, and an iteration costs 1.76x a TV iteration (memory-bound,
+        ``benchmarks/variational.py``). Default because with the neighbour prior on the project
+        phantom it scored 0.09–0.18 dB above ``"identity"`` at sigma 0.02, 0.05 and 0.10 (tuned
+        weights, 24x128x128 crop); it leads tuned TV by 0.10–0.21 dB there
+        (``benchmarks/spade_prior.py``, which also measures how the lead grows with a better prior).
     ``"identity"``
         ``α‖u − u_p‖₁``: the solution equals the prior wherever the data agree with it to within the
-        noise. Adds ``λ_p I`` to the solve. On a piecewise-constant synthetic volume it did as well
-        as ``"gradient"``.
+        noise. Adds ``λ_p I`` to the solve; its split has one component, so an iteration costs 1.22x
+        a TV iteration. On a piecewise-constant synthetic volume it did as well as ``"gradient"``.
 
     :param numpy.ndarray noisy: image ``(H, W)`` or volume ``(D, H, W)`` on the [0, 1] scale.
     :param numpy.ndarray prior: prior ``u_p``, same shape. ``None`` (volumes only) builds it with
