@@ -22,16 +22,15 @@ everything else fixed and changes only the prior:
 Protocol: the 2 embedded phantom validation volumes (``data/phantom/val``, generated if absent),
 seeded Gaussian noise on the whole volume, priors built on the whole volume, then a central crop
 (``--crop``, default 24x128x128). TV's weight and SPADE's two weights (gradient transform) are tuned
-per prior on the crop by the toolkit's own searches (``utils.tuning``: golden section, coordinate
-ascent for SPADE) to maximise the mean PSNR with data range 1. Reported: each prior's own PSNR, the
-tuned SPADE PSNR and its lead over tuned TV.
+per prior on the crop by the toolkit's own tuner (``utils.tuning.tune`` with ``prior_from``: golden
+section, coordinate ascent for SPADE) to maximise the mean PSNR with data range 1. Reported: each
+prior's own PSNR, the tuned SPADE PSNR and its lead over tuned TV.
 
 Results: printed, written to ``benchmarks/results/spade_prior.json`` and, as the table the README
 quotes, to ``benchmarks/RESULTS_spade_prior.md`` (``--markdown``), atomically.
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -135,48 +134,28 @@ def study(clean_volumes, sigma, crop, seed, n_evals):
     from skimage.metrics import peak_signal_noise_ratio
 
     from utils import tuning, variational
-    from utils.noise import GaussianNoise
     from utils.prior import neighbour_prior
 
-    rng = np.random.default_rng(seed)
-    noisy_volumes = [GaussianNoise(sigma).sample_numpy(clean, rng) for clean in clean_volumes]
-    clean_crops = [tuning.central_crop(clean, crop) for clean in clean_volumes]
-    noisy_crops = [tuning.central_crop(noisy, crop) for noisy in noisy_volumes]
-    search = {} if n_evals is None else {"n_evals": n_evals}
-
-    def scorer(denoise):
-        cache = {}
-
-        def score(params):
-            key = json.dumps(params, sort_keys=True, default=float)
-            if key not in cache:
-                cache[key] = float(
-                    np.mean(
-                        [
-                            peak_signal_noise_ratio(clean, denoise(i, noisy, params), data_range=1.0)
-                            for i, (clean, noisy) in enumerate(zip(clean_crops, noisy_crops))
-                        ]
-                    )
-                )
-            return cache[key]
-
-        return score
-
-    tv_score = scorer(lambda i, noisy, params: variational.tv_denoise(noisy, **params))
-    tv_params = tuning._tv_search(tv_score, sigma, **search)
-    tv_psnr = tv_score(tv_params)
-    print(f"sigma {sigma:g}: TV {tv_psnr:.2f} dB (weight {tv_params['weight']:.4f})", flush=True)
-    sources = {"noisy": noisy_volumes, "clean": clean_volumes}
-    if any(source == "tv" for source, _ in PRIORS.values()):
-        sources["tv"] = [variational.tv_denoise(noisy, **tv_params) for noisy in noisy_volumes]
+    # The toolkit's own tuner, on the same seeded noise and crops for every method and prior.
+    options = dict(seed=seed, crop_shape=crop, progress=False, **({} if n_evals is None else {"n_evals": n_evals}))
+    tv = tuning.tune("tv", clean_volumes, sigma, **options)
+    print(f"sigma {sigma:g}: TV {tv['psnr']:.2f} dB (weight {tv['weight']:.4f})", flush=True)
+    tv_params = tuning.solver_parameters(tv)
+    sources = {
+        "noisy": lambda noisy, clean: noisy,
+        "clean": lambda noisy, clean: clean,
+        "tv": lambda noisy, clean: variational.tv_denoise(noisy, **tv_params),
+    }
 
     rows = []
     for name, (source, half_window) in PRIORS.items():
-        priors = [tuning.central_crop(neighbour_prior(v, half_window=half_window), crop) for v in sources[source]]
-        prior_psnr = float(np.mean([peak_signal_noise_ratio(c, p, data_range=1.0) for c, p in zip(clean_crops, priors)]))
-        spade_score = scorer(lambda i, noisy, params: variational.spade_denoise(noisy, priors[i], **params))
-        params = tuning._spade_search(spade_score, sigma, **search)
-        spade_psnr = spade_score(params)
+
+        def prior_from(noisy, clean, source=source, half_window=half_window):
+            return neighbour_prior(sources[source](noisy, clean), half_window=half_window)
+
+        crops = tuning.make_validation_set(clean_volumes, sigma, seed, crop, with_prior=True, prior_from=prior_from)
+        prior_psnr = float(np.mean([peak_signal_noise_ratio(c, p, data_range=1.0) for c, _, p in crops]))
+        spade = tuning.tune("spade", clean_volumes, sigma, prior_from=prior_from, **options)
         rows.append(
             {
                 "sigma": sigma,
@@ -184,15 +163,16 @@ def study(clean_volumes, sigma, crop, seed, n_evals):
                 "prior_source": source,
                 "prior_half_window": half_window,
                 "prior_psnr": round(prior_psnr, 3),
-                "spade_psnr": round(spade_psnr, 3),
-                "tv_psnr": round(tv_psnr, 3),
-                "spade_minus_tv": round(spade_psnr - tv_psnr, 3),
-                "tv_weight": params["tv_weight"],
-                "prior_weight": params["prior_weight"],
-                "tv_weight_of_tv": tv_params["weight"],
+                "spade_psnr": round(spade["psnr"], 3),
+                "tv_psnr": round(tv["psnr"], 3),
+                "spade_minus_tv": round(spade["psnr"] - tv["psnr"], 3),
+                "tv_weight": spade["tv_weight"],
+                "prior_weight": spade["prior_weight"],
+                "tv_weight_of_tv": tv["weight"],
             }
         )
-        print(f"  {name}: prior {prior_psnr:.2f} dB, SPADE {spade_psnr:.2f} dB ({spade_psnr - tv_psnr:+.2f})", flush=True)
+        lead = spade["psnr"] - tv["psnr"]
+        print(f"  {name}: prior {prior_psnr:.2f} dB, SPADE {spade['psnr']:.2f} dB ({lead:+.2f})", flush=True)
     return rows
 
 

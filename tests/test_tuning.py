@@ -137,6 +137,23 @@ def test_validation_crops_are_central_and_seeded():
     assert crop_prior.shape == (4, 6, 8)
 
 
+def test_a_prior_of_ones_choice_is_built_on_the_whole_volume_then_cropped():
+    clean = np.arange(6 * 10 * 12, dtype=np.float32).reshape(6, 10, 12) / 720
+    seen = []
+
+    def prior_from(noisy, whole_clean):
+        seen.append((noisy.shape, whole_clean.shape))
+        return whole_clean * 2.0
+
+    ((crop_clean, crop_noisy, crop_prior),) = tuning.make_validation_set(
+        [clean], 0.05, seed=3, crop_shape=(4, 6, 8), with_prior=True, prior_from=prior_from
+    )
+    assert seen == [((6, 10, 12), (6, 10, 12))]
+    np.testing.assert_array_equal(crop_prior, 2.0 * crop_clean)
+    default = tuning.make_validation_set([clean], 0.05, seed=3, crop_shape=(4, 6, 8), with_prior=True)
+    np.testing.assert_array_equal(crop_noisy, default[0][1])  # the same noise whatever the prior
+
+
 def blocks_volume(seed):
     rng = np.random.default_rng(seed)
     volume = np.full((8, 32, 32), 0.3, np.float32)

@@ -201,7 +201,9 @@ def central_crop(array, crop_shape):
     return array[tuple(index)]
 
 
-def make_validation_set(clean_volumes, noise, seed=0, crop_shape=(16, 96, 96), with_prior=False):
+def make_validation_set(
+    clean_volumes, noise, seed=0, crop_shape=(16, 96, 96), with_prior=False, prior_from=None
+):
     """Seeded noisy/clean (and prior) crops for tuning.
 
     Noise is drawn on each whole volume (one ``numpy.random.default_rng(seed)`` stream in order) and
@@ -210,6 +212,8 @@ def make_validation_set(clean_volumes, noise, seed=0, crop_shape=(16, 96, 96), w
 
     :param clean_volumes: sequence of clean arrays ``(D, H, W)`` (or ``(H, W)`` without prior) on [0, 1].
     :param noise: sigma on the [0, 1] scale, or a model from :mod:`utils.noise`.
+    :param prior_from: ``prior_from(noisy_volume, clean_volume) -> prior volume``, to study other
+        priors; ``None``: ``utils.prior.neighbour_prior(noisy_volume)``, the demos' prior.
     :return: list of ``(clean_crop, noisy_crop, prior_crop_or_None)``.
     """
     noise = GaussianNoise(float(noise)) if isinstance(noise, (int, float, np.floating)) else noise
@@ -220,7 +224,10 @@ def make_validation_set(clean_volumes, noise, seed=0, crop_shape=(16, 96, 96), w
         if with_prior and clean.ndim != 3:
             raise DataError(f"validation volume {i}", f"the neighbour prior needs a volume (D, H, W), got shape {clean.shape}")
         noisy = noise.sample_numpy(clean, rng)
-        prior = central_crop(neighbour_prior(noisy), crop_shape[-clean.ndim :]) if with_prior else None
+        prior = None
+        if with_prior:
+            prior = neighbour_prior(noisy) if prior_from is None else prior_from(noisy, clean)
+            prior = central_crop(prior, crop_shape[-clean.ndim :])
         crops.append((central_crop(clean, crop_shape[-clean.ndim :]), central_crop(noisy, crop_shape[-clean.ndim :]), prior))
     if not crops:
         raise DataError("validation set", "no clean volumes given")
@@ -236,6 +243,7 @@ def tune(
     crop_shape=(16, 96, 96),
     results_path=None,
     progress=True,
+    prior_from=None,
     **search_options,
 ):
     """Tune ``method`` on validation volumes and optionally record the result.
@@ -248,6 +256,7 @@ def tune(
     :param tuple crop_shape: central crop tuned on, clipped to each volume's size.
     :param results_path: JSON file to merge the result into (atomically); ``None`` to skip.
     :param bool progress: show a progress bar over solver calls.
+    :param prior_from: how methods that take a prior get it (see :func:`make_validation_set`).
     :param search_options: passed to the method's search, e.g. ``n_outer=1`` or ``n_evals=8`` for
         TV, ``multipliers=(...)`` for BM3D/BM4D, or fixed solver options such as ``isotropic=True``.
     :return: dict with the best parameters, ``psnr`` (mean over volumes at those parameters),
@@ -258,7 +267,7 @@ def tune(
     spec = TUNABLE_METHODS[method]
     noise_model = GaussianNoise(float(noise)) if isinstance(noise, (int, float, np.floating)) else noise
     sigma = noise_model.effective_sigma
-    crops = make_validation_set(clean_volumes, noise_model, seed, crop_shape, with_prior=spec.needs_prior)
+    crops = make_validation_set(clean_volumes, noise_model, seed, crop_shape, spec.needs_prior, prior_from)
 
     scores = {}
     bar = tqdm(total=spec.budget, desc=f"tuning {method} at {noise_key(noise_model)}", disable=not progress, leave=False)
