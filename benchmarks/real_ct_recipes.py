@@ -58,42 +58,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="real_ct_recipes_") as folder:
-        folder = Path(folder)
-        recipes = [describe_run(run, args.model_file, args.real_ct) for run in args.runs]
-        models = []
-        for recipe, run in zip(recipes, args.runs):
-            # The demo names a model by its file's stem: give each run's model its run's name.
-            models.append(folder / f"{recipe['run']}.keras")
-            models[-1].write_bytes((run / args.model_file).read_bytes())
-        command = [
-            sys.executable, DEMO_2D, "--data", str(args.real_ct), "--noise", f"{args.noise:g}",
-            "--models", *map(str, models), "--methods", "noisy,bm3d", "--out", str(folder / "assessment"),
-        ]
-        subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
-        from utils.assessment import read_metrics_csv, summarise
-
-        (stats,) = summarise(read_metrics_csv(folder / "assessment" / "metrics.csv")).values()
-
-    def mean(method, metric):
-        return round(stats[method][metric][0], 3)
-
-    bm3d, noisy = mean("bm3d", "psnr"), mean("noisy", "psnr")
-    for recipe in recipes:
-        recipe.update(psnr=mean(recipe["run"], "psnr"), ssim=mean(recipe["run"], "ssim"))
-        recipe["psnr_minus_bm3d"] = round(recipe["psnr"] - bm3d, 3)
-    report = {
-        "benchmark": "real_ct_recipes",
-        "real_ct": str(args.real_ct),
-        "noise": args.noise,
-        "samples": stats["bm3d"]["n"],
-        "noisy_psnr": noisy,
-        "bm3d_psnr": bm3d,
-        "bm3d_ssim": mean("bm3d", "ssim"),
-        "recipes": recipes,
-        "minutes": round((time.monotonic() - started) / 60, 2),
-        "machine": describe_machine(),
-    }
+    report = {"benchmark": "real_ct_recipes", **score_runs(args.real_ct, args.runs, args.model_file, args.noise)}
+    report.update(minutes=round((time.monotonic() - started) / 60, 2), machine=describe_machine())
+    recipes, noisy, bm3d = report["recipes"], report["noisy_psnr"], report["bm3d_psnr"]
     rows = [
         [r["run"], r["data"], r["epochs"], f"{r['minutes']:.1f}", f"{r['psnr']:.2f}", f"{r['psnr_minus_bm3d']:+.2f}"]
         for r in recipes
@@ -123,8 +90,51 @@ def main(argv=None):
     print(f"wrote {args.out} and {args.markdown}")
 
 
+def score_runs(real_ct, runs, model_file="model_final.keras", noise=0.05):
+    """Each run's model, noisy input and BM3D (true sigma) on the held-out series ``real_ct``.
+
+    Returns a dict: ``real_ct``, ``noise``, ``samples`` (slices scored), ``noisy_psnr``, ``bm3d_psnr``,
+    ``bm3d_ssim`` and ``recipes``, one entry per run (``describe_run``) with its ``psnr``, ``ssim`` and
+    ``psnr_minus_bm3d``. Runs trained on ``real_ct`` are refused (SystemExit).
+    """
+    with tempfile.TemporaryDirectory(prefix="real_ct_recipes_") as folder:
+        folder = Path(folder)
+        recipes = [describe_run(run, model_file, real_ct) for run in runs]
+        models = []
+        for recipe, run in zip(recipes, runs):
+            # The demo names a model by its file's stem: give each run's model its run's name.
+            models.append(folder / f"{recipe['run']}.keras")
+            models[-1].write_bytes((Path(run) / model_file).read_bytes())
+        command = [
+            sys.executable, DEMO_2D, "--data", str(real_ct), "--noise", f"{noise:g}",
+            "--models", *map(str, models), "--methods", "noisy,bm3d", "--out", str(folder / "assessment"),
+        ]
+        subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        from utils.assessment import read_metrics_csv, summarise
+
+        (stats,) = summarise(read_metrics_csv(folder / "assessment" / "metrics.csv")).values()
+
+    def mean(method, metric):
+        return round(stats[method][metric][0], 3)
+
+    bm3d = mean("bm3d", "psnr")
+    for recipe in recipes:
+        recipe.update(psnr=mean(recipe["run"], "psnr"), ssim=mean(recipe["run"], "ssim"))
+        recipe["psnr_minus_bm3d"] = round(recipe["psnr"] - bm3d, 3)
+    return {
+        "real_ct": str(real_ct),
+        "noise": noise,
+        "samples": stats["bm3d"]["n"],
+        "noisy_psnr": mean("noisy", "psnr"),
+        "bm3d_psnr": bm3d,
+        "bm3d_ssim": mean("bm3d", "ssim"),
+        "recipes": recipes,
+    }
+
+
 def describe_run(run, model_file, held_out):
     """The training data and length of a finished run, from its config.json and finished.json."""
+    run = Path(run)
     config_path, model_path = run / "config.json", run / model_file
     if not config_path.is_file() or not model_path.is_file():
         raise SystemExit(f"error: {run} is not a finished training run (needs config.json and {model_file})")

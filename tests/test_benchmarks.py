@@ -221,3 +221,43 @@ def test_spade_prior_study_gains_with_a_better_prior(tmp_path):
     clean, noisy = rows["clean, 3 slices"], rows["noisy, 3 slices"]
     assert clean["prior_psnr"] > noisy["prior_psnr"] and clean["spade_psnr"] > noisy["spade_psnr"]
     assert "| 0.05 | clean, 3 slices |" in table.read_text()
+
+
+def test_real_ct_scaling_trains_on_slice_subsets_and_fits_a_trend(tmp_path):
+    from benchmarks.real_ct_scaling import trend, write_slice_subset
+    from tests.ct_files import write_nifti
+    from utils.phantom import ensure_default_dataset
+    from utils.readers import read_ct
+    from utils.training import QUICK_PHANTOMS
+
+    splits = ensure_default_dataset(**QUICK_PHANTOMS)
+    zz, yy, xx = np.mgrid[:6, :48, :48]
+    hu = (-600 + 500 * np.sin(yy / 7.0 + zz / 3.0) * np.cos(xx / 9.0)).astype(np.float32)
+    train_ct, held_out = tmp_path / "train_ct.nii.gz", tmp_path / "held_out.nii.gz"
+    write_nifti(train_ct, np.transpose(hu, (2, 1, 0)))  # NIfTI stores (x, y, z)
+    write_nifti(held_out, np.transpose(hu[:, ::-1], (2, 1, 0)))
+
+    subset = write_slice_subset(train_ct, 2, tmp_path / "subset.npz")
+    (whole,), (part,) = read_ct(train_ct), read_ct(subset)
+    assert not part.contiguous
+    np.testing.assert_array_equal(part.array, whole.array[[1, 4]])  # centred in 2 equal bins of 6 slices
+
+    out, table, runs = tmp_path / "scaling.json", tmp_path / "scaling.md", tmp_path / "runs"
+    run_script(
+        REPO / "benchmarks" / "real_ct_scaling.py", "--train-ct", train_ct, "--held-out", held_out, "--counts", 2, 0,
+        "--epochs", 1, "--phantoms", splits["train"][0], "--validation-data", splits["val"][0], "--train-options=--quick",
+        "--runs-dir", runs, "--out", out, "--markdown", table,
+    )
+    report = json.loads(out.read_text())
+    assert [r["real_slices"] for r in report["recipes"]] == [2, 6]
+    assert [r["run"] for r in report["recipes"]] == ["train_ct_n2", "train_ct_all"]
+    assert all(r["epochs"] == 1 and math.isfinite(r["psnr"]) for r in report["recipes"])
+    assert (runs / "data" / "train_ct_n2.npz").is_file()
+    leads = [r["psnr_minus_bm3d"] for r in report["recipes"]]
+    assert report["db_per_doubling"] == pytest.approx((leads[1] - leads[0]) / np.log2(3), abs=2e-3)
+    assert "| 2 | train_ct_n2 | 1 |" in table.read_text() and "per doubling" in table.read_text()
+
+    slope, reach = trend([10, 20, 40], [-1.0, -0.5, 0.0], goal_db=0.5)
+    assert slope == pytest.approx(0.5) and reach == pytest.approx(80.0)
+    assert trend([10, 20], [0.0, -0.5], goal_db=0.5) == (-0.5, None)
+    assert trend([10, 10], [0.0, 0.1], goal_db=0.5) == (None, None)
