@@ -17,10 +17,11 @@ filters) at 5 % noise with validation on the phantoms (``R`` = ``../shared/data/
 * real slices only: ``--data $R/slices_lidc_chest_dicom $R/slices_msd_lung_png --validation-data
   data/phantom/val --window-augmentation 0.5 --samples-per-volume 200 --epochs 100
   --time-limit-minutes 13``;
-* phantoms + both real sets, the recipe shipped before: ``--data data/phantom/train
+* phantoms + both real sets, the first shipped recipe: ``--data data/phantom/train
   $R/slices_lidc_chest_dicom $R/slices_msd_lung_png --validation-data data/phantom/val
   --window-augmentation 0.5 --epochs 60``;
-* phantoms + LIDC, balanced, the recipe shipped now (``trained_models/make_models.sh``).
+* phantoms + LIDC, balanced (``--balance-data``), at 60 and 180 epochs, and at the 480 epochs of
+  the recipe shipped now (``trained_models/make_models.sh``): what training longer buys.
 
 Results: printed, written to ``benchmarks/results/real_ct_recipes.json`` and, as the table the
 README quotes, to ``benchmarks/RESULTS_real_ct_recipes.md`` (``--markdown``), atomically.
