@@ -15,7 +15,8 @@ on ``--held-out`` with ``real_ct_recipes.score_runs`` (seeded noise, 8 evenly sp
 Reported per run: real slices, PSNR, lead over BM3D; and the least-squares slope of that lead
 against log2(real slices), i.e. what each doubling of the real training data bought. Where the
 slope is positive the number of slices at which the fitted line would reach ``--goal-db`` is given
-too, marked as an extrapolation: it is a trend, not a measurement.
+too, marked as an extrapolation (a trend, not a measurement), or, when that is over 100 times the
+most slices measured, only that it is.
 
 Runs go to ``--runs-dir/<train name>_n<count>`` (``_all`` for 0) with the slice subsets beside them
 as npz; a run whose ``finished.json`` exists is reused, so an interrupted study continues where it
@@ -44,6 +45,7 @@ DEFAULT_OUT = REPO / "benchmarks" / "results" / "real_ct_scaling.json"
 DEFAULT_MARKDOWN = REPO / "benchmarks" / "RESULTS_real_ct_scaling.md"
 TRAIN_2D = "Train_model_denoising2D.py"
 DEFAULT_PHANTOMS = "data/phantom/train"
+FAR = 100  # beyond this many times the largest count, an extrapolated slice count means nothing
 
 
 def main(argv=None):
@@ -116,7 +118,9 @@ def main(argv=None):
         f"noisy {report['noisy_psnr']:.2f} dB, BM3D (true sigma) {report['bm3d_psnr']:.2f} dB"
     )
     fit = "fewer than two distinct slice counts: no trend" if slope is None else f"lead over BM3D per doubling of the real slices: {slope:+.2f} dB (least squares)"
-    if reach is not None:
+    if reach is not None and reach > FAR * max(counts):
+        fit += f"; the fitted line would need over {FAR} times the most slices measured to reach {args.goal_db:+g} dB"
+    elif reach is not None:
         fit += f"; the fitted line reaches {args.goal_db:+g} dB at about {reach:.0f} real slices (extrapolated, not measured)"
     print(heading)
     print(text_table(header, rows))
