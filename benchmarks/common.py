@@ -186,6 +186,12 @@ def windowed_phantom(shape, seed=0):
     return window_hu(make_phantom(seed, tuple(shape), spacing), DEFAULT_HU_WINDOW)
 
 
+def markdown_table(header, rows, align):
+    """Markdown table lines; ``align`` has one letter per column, ``l`` (left) or ``r`` (right)."""
+    rule = "|" + "".join("---:|" if a == "r" else "---|" for a in align)
+    return ["| " + " | ".join(map(str, row)) + " |" for row in [header]] + [rule] + ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+
+
 def text_table(header, rows):
     """Left-aligned plain-text table with a dashed rule under the header."""
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]

@@ -41,7 +41,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.common import describe_machine, text_table  # noqa: E402
+from benchmarks.common import describe_machine, markdown_table, text_table  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "real_ct_recipes.json"
 DEFAULT_MARKDOWN = REPO / "benchmarks" / "RESULTS_real_ct_recipes.md"
@@ -81,9 +81,7 @@ def main(argv=None):
         "",
         f"{heading}. {machine.get('cpu_model')}, {machine.get('usable_cpus')} usable CPUs.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|---|---|---:|---:|---:|---:|",
-        *("| " + " | ".join(map(str, row)) + " |" for row in rows),
+        *markdown_table(header, rows, "llrrrr"),
         "",
     ]
     write_json(args.out, report)

@@ -41,7 +41,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.common import describe_machine, text_table  # noqa: E402
+from benchmarks.common import describe_machine, markdown_table, text_table  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "spade_prior.json"
 DEFAULT_MARKDOWN = REPO / "benchmarks" / "RESULTS_spade_prior.md"
@@ -116,9 +116,7 @@ def main(argv=None):
         f"crop, tuned weights per prior (protocol in `benchmarks/spade_prior.py`). Goal: SPADE at least "
         f"{GOAL_DB} dB above TV.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|---|---|" + "---:|" * (len(header) - 2),
-        *("| " + " | ".join(row) + " |" for row in table),
+        *markdown_table(header, table, "ll" + "r" * (len(header) - 2)),
         "",
     ]
     from utils.atomic import write_json, write_text
