@@ -21,7 +21,13 @@ filters) at 5 % noise with validation on the phantoms (``R`` = ``../shared/data/
   $R/slices_lidc_chest_dicom $R/slices_msd_lung_png --validation-data data/phantom/val
   --window-augmentation 0.5 --epochs 60``;
 * phantoms + LIDC, balanced (``--balance-data``), at 60 and 180 epochs, and at the 480 epochs of
-  the recipe shipped now (``trained_models/make_models.sh``): what training longer buys.
+  the recipe shipped now (``trained_models/make_models.sh``): what training longer buys;
+* LIDC alone, as many training steps per epoch as the balanced runs: ``--data
+  $R/slices_lidc_chest_dicom --validation-data data/phantom/val --window-augmentation 0.5
+  --samples-per-volume 1024 --epochs 60`` (its minutes include validating 2048 phantom slices per
+  epoch instead of 128: the sample count then applied to validation too);
+* the shipped 480-epoch model fine-tuned on LIDC alone: the same options with ``--init-model
+  trained_models/unet2d_noise0.05.keras --learning-rate 0.0002 --epochs 120``.
 
 Results: printed, written to ``benchmarks/results/real_ct_recipes.json`` and, as the table the
 README quotes, to ``benchmarks/RESULTS_real_ct_recipes.md`` (``--markdown``), atomically.
@@ -151,6 +157,10 @@ def describe_run(run, model_file, held_out):
         data += ", balanced"
     if settings.get("window_augmentation"):
         data += f", window augmentation {settings['window_augmentation']:g}"
+    if settings.get("samples_per_volume"):
+        data += f", {settings['samples_per_volume']} samples per volume"
+    if settings.get("init_model"):
+        data += f", fine-tuned from {Path(settings['init_model']).name} at learning rate {settings['learning_rate']:g}"
     return {
         "run": run.name,
         "data": data,
