@@ -187,9 +187,9 @@ def test_real_ct_recipes_score_a_run_against_bm3d_on_held_out_data(tmp_path):
         REPO / "benchmarks" / "real_ct_recipes.py", "--real-ct", held_out, "--runs", run, "--out", out, "--markdown", table
     )
     report = json.loads(out.read_text())
-    assert "| quick_recipe | embedded phantoms | 2 |" in table.read_text()
+    assert "| quick_recipe | embedded phantoms, 4 samples per volume | 2 |" in table.read_text()
     (recipe,) = report["recipes"]
-    assert recipe["run"] == "quick_recipe" and recipe["data"] == "embedded phantoms" and recipe["epochs"] == 2
+    assert recipe["run"] == "quick_recipe" and recipe["data"] == "embedded phantoms, 4 samples per volume" and recipe["epochs"] == 2
     assert math.isfinite(recipe["psnr"]) and report["bm3d_psnr"] > report["noisy_psnr"] + 3
     assert recipe["psnr_minus_bm3d"] == pytest.approx(recipe["psnr"] - report["bm3d_psnr"], abs=1e-3)
     assert "quick_recipe" in result.stdout and "vs BM3D" in result.stdout
