@@ -188,8 +188,11 @@ def windowed_phantom(shape, seed=0):
 
 def markdown_table(header, rows, align):
     """Markdown table lines; ``align`` has one letter per column, ``l`` (left) or ``r`` (right)."""
+    def line(cells):
+        return "| " + " | ".join(map(str, cells)) + " |"
+
     rule = "|" + "".join("---:|" if a == "r" else "---|" for a in align)
-    return ["| " + " | ".join(map(str, row)) + " |" for row in [header]] + [rule] + ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return [line(header), rule, *map(line, rows)]
 
 
 def text_table(header, rows):

@@ -148,15 +148,3 @@ def test_balanced_sources_share_an_epoch_of_unchanged_size(patch):
     dataset = make_dataset(volumes, sampling, GaussianNoise(0.0), batch_size=1, samples_per_volume=counts)
     seen = [int(round(float(clean.numpy().mean()))) for _, clean in dataset]
     assert [seen.count(index) for index in range(4)] == counts
-
-
-@pytest.mark.parametrize("patch", [(16, 16), (4, 16, 16)])
-def test_samples_per_volume_sizes_the_training_epoch_not_the_validation(volumes, patch):
-    from utils.config import TrainingConfig
-    from utils.training import training_data
-
-    config = TrainingConfig(ndim=len(patch), patch=patch, batch_size=1, samples_per_volume=7)
-    train, validation, _ = training_data(config, volumes, volumes)
-    assert sum(1 for _ in train) == 7 * len(volumes)
-    patch_depth = 1 if len(patch) == 2 else patch[0]
-    assert sum(1 for _ in validation) == sum(-(-v.shape[0] // patch_depth) for v in volumes)

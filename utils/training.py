@@ -334,11 +334,9 @@ def training_data(config, train_volumes, val_volumes, train_sources=None):
         sources = train_sources or [None] * len(train_volumes)
         train_counts = balanced_samples_per_volume(train_volumes, sources, sampling, per_volume)
     train = make_dataset(train_volumes, training=True, samples_per_volume=train_counts, **common)
-    # --samples-per-volume sizes the training epoch only: validation stays one fixed sample per slice
-    # (per patch depth in 3D), so its cost and its numbers do not change with the epoch size.
-    validation = make_dataset(val_volumes, training=False, **common)
+    validation = make_dataset(val_volumes, training=False, samples_per_volume=per_volume, **common)
     # The same fixed validation samples for the image panels, read without touching the cache.
-    panel_inputs, panel_clean = next(iter(make_dataset(val_volumes, training=False, cache=False, **common)))
+    panel_inputs, panel_clean = next(iter(make_dataset(val_volumes, training=False, cache=False, samples_per_volume=per_volume, **common)))
     if config.distribute == "multiworker":
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
