@@ -14,10 +14,13 @@ import time
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from pydicom.uid import generate_uid
 
 from models import build_model
 from models.storage import save_model
+from utils.config import TrainingConfig
+from utils.training import EpochState, RunDirectory, training_callbacks
 from tests.ct_files import write_axial_series, write_dicom_slice, write_nifti, write_png
 from tests.scripts import REPO, history_epochs, run_script
 
@@ -177,3 +180,25 @@ def test_leftovers_of_a_kill_during_a_checkpoint_write_are_ignored(tmp_path):
     assert not (out / "backup").exists()
     leftovers = [p.name for p in out.rglob("*") if ".tmp" in p.name]
     assert leftovers == []
+
+
+def test_an_epoch_is_committed_only_after_its_history_row_and_best_model(tmp_path, monkeypatch):
+    """state.json commits an epoch: a kill just before it must not lose that epoch's outputs."""
+    run = RunDirectory(tmp_path / "run")
+    run.path.mkdir()
+    seen_at_commit = []
+    commit = EpochState.on_epoch_end
+
+    def checking_commit(self, epoch, logs=None):
+        seen_at_commit.append((epoch, history_epochs(run.path), run.best_model.exists()))
+        commit(self, epoch, logs)
+
+    monkeypatch.setattr(EpochState, "on_epoch_end", checking_commit)
+    config = TrainingConfig(model="convnet", filters=4, patch=(16, 16), epochs=2)
+    images = np.random.default_rng(0).random((4, 16, 16, 1)).astype(np.float32)
+    data = tf.data.Dataset.from_tensor_slices((images, images)).batch(2)
+    model = build_model("convnet", ndim=2, filters=4)
+    model.compile(optimizer="adam", loss="mse")
+    callbacks = training_callbacks(config, run, config.to_dict(), next(iter(data)))
+    model.fit(data, validation_data=data, epochs=2, callbacks=callbacks, verbose=0)
+    assert seen_at_commit == [(0, [0], True), (1, [0, 1], True)]

@@ -527,7 +527,6 @@ def training_callbacks(config, run, config_record, panel_samples, best_loss=np.i
     inputs = {k: v.numpy() for k, v in inputs.items()} if isinstance(inputs, dict) else inputs.numpy()
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
-        EpochState(run.backup),
         HistoryWriter(run.history_path),
         BestModelSaver(run.best_model, config_record, best=best_loss),
         keras.callbacks.TensorBoard(
@@ -544,6 +543,9 @@ def training_callbacks(config, run, config_record, panel_samples, best_loss=np.i
         callbacks.append(keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-6))
     if config.time_limit_minutes:
         callbacks.append(TimeLimit(config.time_limit_minutes))
+    # The resume state commits an epoch, so it is written last: a kill before it leaves the
+    # epoch to be redone, never a committed epoch without its history row or best model.
+    callbacks.append(EpochState(run.backup))
     return callbacks
 
 
