@@ -31,7 +31,7 @@ HU_WINDOW = (-1000.0, 400.0)
 PRECISION = "mixed_bfloat16"  # float32, mixed_bfloat16 (CPUs with AVX512-BF16, recent GPUs), mixed_float16 (GPUs)
 TIME_LIMIT_MINUTES = 14.0  # a guard: the 100 default epochs take 14 minutes on 2 CPU cores
 SEED = 0
-QUICK = dict(filters=8, patch=(32, 32), batch_size=4, epochs=2, samples_per_volume=4, time_limit_minutes=0.0)
+QUICK = dict(filters=8, patch=(32, 32), batch_size=4, epochs=2, samples_per_volume=4, validation_samples_per_volume=4, time_limit_minutes=0.0)
 
 defaults = TrainingConfig(
     ndim=2, model=MODEL, filters=FILTERS, depth=DEPTH, residual=RESIDUAL, noise=NOISE, patch=PATCH, batch_size=BATCH_SIZE,

@@ -25,6 +25,7 @@ NOISE = 0.05  # standard deviation on the [0, 1] scale: 0.02, 0.05, 0.10 in the 
 PATCH = (16, 64, 64)
 BATCH_SIZE = 4
 SAMPLES_PER_VOLUME = 48  # random patches cut from each volume per epoch (0: one per patch depth, 4 here)
+VALIDATION_SAMPLES_PER_VOLUME = 48  # fixed patches per validation volume (the same 0 would leave 8 in all)
 EPOCHS = 45  # long epochs: validation and checkpoints cost about 3 s per epoch on 2 CPU cores
 LEARNING_RATE = 1e-3
 LR_SCHEDULE = "cosine"  # constant or cosine
@@ -33,11 +34,11 @@ HU_WINDOW = (-1000.0, 400.0)
 PRECISION = "mixed_bfloat16"  # float32, mixed_bfloat16 (CPUs with AVX512-BF16, recent GPUs), mixed_float16 (GPUs)
 TIME_LIMIT_MINUTES = 15.0  # a guard: the default 45 epochs take 12-14.5 minutes on 2 CPU cores
 SEED = 0
-QUICK = dict(filters=4, patch=(8, 32, 32), batch_size=2, epochs=2, samples_per_volume=4, time_limit_minutes=0.0)
+QUICK = dict(filters=4, patch=(8, 32, 32), batch_size=2, epochs=2, samples_per_volume=4, validation_samples_per_volume=4, time_limit_minutes=0.0)
 
 defaults = TrainingConfig(
     ndim=3, model=MODEL, filters=FILTERS, depth=DEPTH, noise=NOISE, patch=PATCH, batch_size=BATCH_SIZE, samples_per_volume=SAMPLES_PER_VOLUME,
-    epochs=EPOCHS, learning_rate=LEARNING_RATE, lr_schedule=LR_SCHEDULE, data=DATA, hu_window=HU_WINDOW, precision=PRECISION,
+    validation_samples_per_volume=VALIDATION_SAMPLES_PER_VOLUME, epochs=EPOCHS, learning_rate=LEARNING_RATE, lr_schedule=LR_SCHEDULE, data=DATA, hu_window=HU_WINDOW, precision=PRECISION,
     time_limit_minutes=TIME_LIMIT_MINUTES, seed=SEED,
 )
 if "--quick" in sys.argv:

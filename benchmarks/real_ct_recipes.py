@@ -24,11 +24,12 @@ filters) at 5 % noise with validation on the phantoms (``R`` = ``../shared/data/
   the recipe shipped now (``trained_models/make_models.sh``): what training longer buys;
 * LIDC alone, as many training steps per epoch as the balanced runs: ``--data
   $R/slices_lidc_chest_dicom --validation-data data/phantom/val --window-augmentation 0.5
-  --samples-per-volume 1024 --epochs 60`` (its minutes include validating 2048 phantom slices per
-  epoch instead of 128: the sample count applies to validation too);
-* the shipped 480-epoch model fine-tuned on LIDC alone: the same options with ``--init-model
-  trained_models/unet2d_noise0.05.keras --learning-rate 0.0002 --epochs 120`` (it ran under a
-  since-reverted change that validated one sample per slice, 128 in all, hence its shorter minutes).
+  --samples-per-volume 1024 --validation-samples-per-volume 1024 --epochs 60`` (it ran when the
+  training count applied to validation too: its minutes include validating 2048 phantom slices
+  per epoch instead of 128);
+* the shipped 480-epoch model fine-tuned on LIDC alone: the same options without
+  ``--validation-samples-per-volume`` (one per slice, 128 in all, hence its shorter minutes) and with
+  ``--init-model trained_models/unet2d_noise0.05.keras --learning-rate 0.0002 --epochs 120``.
 
 Results: printed, written to ``benchmarks/results/real_ct_recipes.json`` and, as the table the
 README quotes, to ``benchmarks/RESULTS_real_ct_recipes.md`` (``--markdown``), atomically.

@@ -148,3 +148,14 @@ def test_balanced_sources_share_an_epoch_of_unchanged_size(patch):
     dataset = make_dataset(volumes, sampling, GaussianNoise(0.0), batch_size=1, samples_per_volume=counts)
     seen = [int(round(float(clean.numpy().mean()))) for _, clean in dataset]
     assert [seen.count(index) for index in range(4)] == counts
+
+
+@pytest.mark.parametrize("validation_per_volume, expected", [(0, 8 + 10), (3, 2 * 3)])
+def test_validation_samples_are_counted_apart_from_training(volumes, validation_per_volume, expected):
+    from utils.config import TrainingConfig
+    from utils.training import training_data
+
+    config = TrainingConfig(patch=(16, 16), batch_size=1, samples_per_volume=6, validation_samples_per_volume=validation_per_volume)
+    train, validation, _ = training_data(config, volumes, volumes)
+    assert int(train.cardinality()) == 2 * 6
+    assert int(validation.cardinality()) == expected

@@ -202,3 +202,15 @@ def test_an_epoch_is_committed_only_after_its_history_row_and_best_model(tmp_pat
     callbacks = training_callbacks(config, run, config.to_dict(), next(iter(data)))
     model.fit(data, validation_data=data, epochs=2, callbacks=callbacks, verbose=0)
     assert seen_at_commit == [(0, [0], True), (1, [0, 1], True)]
+
+
+def test_unfinished_run_from_before_a_new_setting_still_resumes(tmp_path):
+    """A run folder written before a setting existed holds that setting's default, not a difference."""
+    config = TrainingConfig(out=str(tmp_path / "run"))
+    older_settings = config.to_dict()
+    del older_settings["validation_samples_per_volume"]
+    run = RunDirectory(config.out)
+    run.path.mkdir()
+    run.config_path.write_text(json.dumps({"settings": older_settings}))
+    _, resuming = RunDirectory.prepare(config)
+    assert resuming

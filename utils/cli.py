@@ -27,6 +27,7 @@ HELP = {
     "window_augmentation": "probability of re-windowing a sample to a narrow 8-bit window",
     "batch_size": "samples per batch",
     "samples_per_volume": "samples per volume per epoch (0: one per slice in 2D, one per patch depth in 3D)",
+    "validation_samples_per_volume": "fixed validation samples per volume (0: one per slice in 2D, one per patch depth in 3D)",
     "balance_data": "every --data path gets the same share of each epoch's samples (else each its number of slices or patches)",
     "epochs": "training epochs",
     "learning_rate": "Adam learning rate (the start value with --lr-schedule cosine)",

@@ -44,6 +44,7 @@ class TrainingConfig:
     window_augmentation: float = 0.0
     batch_size: int = 16
     samples_per_volume: int = 0
+    validation_samples_per_volume: int = 0
     balance_data: bool = False
     epochs: int = 30
     learning_rate: float = 1e-3
@@ -89,6 +90,10 @@ class TrainingConfig:
             (0 <= self.window_augmentation <= 1, f"--window-augmentation is a probability in [0, 1], got {self.window_augmentation}"),
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
             (self.samples_per_volume >= 0, f"--samples-per-volume must be >= 0, got {self.samples_per_volume}"),
+            (
+                self.validation_samples_per_volume >= 0,
+                f"--validation-samples-per-volume must be >= 0, got {self.validation_samples_per_volume}",
+            ),
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
             (self.learning_rate > 0, f"--learning-rate must be > 0, got {self.learning_rate}"),
             (self.lr_schedule in LR_SCHEDULES, f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"),

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from utils import atomic
-from utils.config import environment_record
+from utils.config import TrainingConfig, environment_record
 from utils.errors import ConfigError, DataError, ModelFileError, RunDirectoryError
 from utils.metrics import psnr_metric, ssim_metric
 from utils.noise import estimate_noise_sigma, make_noise
@@ -75,7 +75,8 @@ class RunDirectory:
             elif not run.config_path.exists():
                 raise RunDirectoryError(f"{run.path} exists and is not a run folder of this toolkit; choose another --out")
             else:
-                earlier = json.loads(run.config_path.read_text())["settings"]
+                # Settings added since that run was made had their default then.
+                earlier = {**TrainingConfig().to_dict(), **json.loads(run.config_path.read_text())["settings"]}
                 differences = {
                     key: (earlier.get(key), value)
                     for key, value in _comparable(config.to_dict()).items()
@@ -334,9 +335,11 @@ def training_data(config, train_volumes, val_volumes, train_sources=None):
         sources = train_sources or [None] * len(train_volumes)
         train_counts = balanced_samples_per_volume(train_volumes, sources, sampling, per_volume)
     train = make_dataset(train_volumes, training=True, samples_per_volume=train_counts, **common)
-    validation = make_dataset(val_volumes, training=False, samples_per_volume=per_volume, **common)
+    # Counted apart from training: many random crops per epoch need not mean as many fixed validation samples.
+    val_per_volume = config.validation_samples_per_volume or None
+    validation = make_dataset(val_volumes, training=False, samples_per_volume=val_per_volume, **common)
     # The same fixed validation samples for the image panels, read without touching the cache.
-    panel_inputs, panel_clean = next(iter(make_dataset(val_volumes, training=False, cache=False, samples_per_volume=per_volume, **common)))
+    panel_inputs, panel_clean = next(iter(make_dataset(val_volumes, training=False, cache=False, samples_per_volume=val_per_volume, **common)))
     if config.distribute == "multiworker":
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
