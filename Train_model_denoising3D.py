@@ -25,7 +25,7 @@ NOISE = 0.05  # standard deviation on the [0, 1] scale: 0.02, 0.05, 0.10 in the 
 PATCH = (16, 64, 64)
 BATCH_SIZE = 4
 SAMPLES_PER_VOLUME = 48  # random patches cut from each volume per epoch (0: one per patch depth, 4 here)
-VALIDATION_SAMPLES_PER_VOLUME = 48  # fixed patches per validation volume (the same 0 would leave 8 in all)
+VALIDATION_SAMPLES_PER_VOLUME = 48  # fixed patches per validation volume (0 would leave the embedded phantoms 8)
 EPOCHS = 45  # long epochs: validation and checkpoints cost about 3 s per epoch on 2 CPU cores
 LEARNING_RATE = 1e-3
 LR_SCHEDULE = "cosine"  # constant or cosine
@@ -38,8 +38,8 @@ QUICK = dict(filters=4, patch=(8, 32, 32), batch_size=2, epochs=2, samples_per_v
 
 defaults = TrainingConfig(
     ndim=3, model=MODEL, filters=FILTERS, depth=DEPTH, noise=NOISE, patch=PATCH, batch_size=BATCH_SIZE, samples_per_volume=SAMPLES_PER_VOLUME,
-    validation_samples_per_volume=VALIDATION_SAMPLES_PER_VOLUME, epochs=EPOCHS, learning_rate=LEARNING_RATE, lr_schedule=LR_SCHEDULE, data=DATA, hu_window=HU_WINDOW, precision=PRECISION,
-    time_limit_minutes=TIME_LIMIT_MINUTES, seed=SEED,
+    validation_samples_per_volume=VALIDATION_SAMPLES_PER_VOLUME, epochs=EPOCHS, learning_rate=LEARNING_RATE, lr_schedule=LR_SCHEDULE,
+    data=DATA, hu_window=HU_WINDOW, precision=PRECISION, time_limit_minutes=TIME_LIMIT_MINUTES, seed=SEED,
 )
 if "--quick" in sys.argv:
     defaults = TrainingConfig(**{**defaults.to_dict(), **QUICK})
