@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from utils.config import TrainingConfig
 from utils.errors import ConfigError
 from utils.noise import GaussianNoise
 from utils.pipeline import PatchSampling, make_dataset
 from utils.prior import neighbour_prior
+from utils.training import training_data
 
 
 @pytest.fixture
@@ -152,9 +154,6 @@ def test_balanced_sources_share_an_epoch_of_unchanged_size(patch):
 
 @pytest.mark.parametrize("validation_per_volume, expected", [(0, 8 + 10), (3, 2 * 3)])
 def test_validation_samples_are_counted_apart_from_training(volumes, validation_per_volume, expected):
-    from utils.config import TrainingConfig
-    from utils.training import training_data
-
     config = TrainingConfig(patch=(16, 16), batch_size=1, samples_per_volume=6, validation_samples_per_volume=validation_per_volume)
     train, validation, _ = training_data(config, volumes, volumes)
     assert int(train.cardinality()) == 2 * 6
