@@ -621,3 +621,160 @@ def test_npz_round_trip(shape, dtype, data):
         assert [v.array.shape for v in volumes] == [shape[1:]] * shape[0]
         np.testing.assert_array_equal(np.stack([v.array for v in volumes]), expected)
     assert all(0.0 <= v.array.min() and v.array.max() <= 1.0 for v in volumes)
+
+
+# --------------------------------------------------------------------------- every shared folder as published
+
+COVID = "slices_covid19_nysbu_dicom"
+KAGGLE = "slices_kaggle_tcia_nifti"
+HEAD_TILT = "series_head_gantry_tilt_dicom"
+STS = "volumes_sts_lowdose_dicom"
+
+# folder: (number of volumes, total slices)
+SHARED_FOLDER_COUNTS = {
+    CRLM: (1, 41),
+    LIDC: (1, 20),
+    MSD_PNG: (1, 24),
+    COVID: (62, 62),
+    KAGGLE: (70, 70),
+    HEAD_TILT: (1, 28),
+    STS: (24, 1356),
+}
+
+
+def hu_from_nifti(path):
+    """(1, H, W) HU of a single-slice NIfTI stored (X, Y, 1), straight from nibabel, padding to air."""
+    import nibabel
+
+    data = np.asarray(nibabel.load(path).get_fdata(), np.float64)
+    return np.maximum(data.transpose(2, 1, 0), -1024)
+
+
+def window(hu, hu_window=DEFAULT_HU_WINDOW):
+    lo, hi = hu_window
+    return np.clip((hu - lo) / (hi - lo), 0, 1)
+
+
+@pytest.mark.parametrize("folder", sorted(SHARED_FOLDER_COUNTS))
+def test_every_shared_folder_reads_with_its_counts(real_ct, folder):
+    volumes = read_cached(str(real_ct / folder))
+    n_volumes, n_slices = SHARED_FOLDER_COUNTS[folder]
+    assert len(volumes) == n_volumes
+    assert sum(v.array.shape[0] for v in volumes) == n_slices
+    for volume in volumes:
+        assert volume.array.dtype == np.float32 and 0.0 <= volume.array.min() and volume.array.max() <= 1.0
+
+
+def test_covid19_one_slice_series_read_as_separate_2d_slices(real_ct):
+    folder = real_ct / COVID
+    volumes = read_cached(str(folder))
+    files = sorted(folder.rglob("*.dcm"))
+    assert sorted(Path(v.source) for v in volumes) == files  # one volume per file, each its own source
+    assert all(v.array.shape[0] == 1 and v.n_files == 1 and v.format == "dicom" for v in volumes)
+    sizes = {v.array.shape[1:] for v in volumes}
+    assert {(512, 512), (568, 568), (616, 616)} <= sizes  # Toshiba reformats: cannot be stacked
+    by_source = {Path(v.source): v for v in volumes}
+    for name in ("A002304/axial/19001231-076.dcm", "A002304/axial/19010112-135.dcm",
+                 "A067967/coronal/19001006-064.dcm", "A046441/sagittal/19010101-050.dcm"):
+        volume = by_source[folder / name]
+        expected = independent_window(folder / name)
+        np.testing.assert_allclose(volume.array[0], expected, atol=1e-6)
+        dataset = pydicom.dcmread(folder / name)
+        assert volume.spacing[1:] == pytest.approx(tuple(float(s) for s in dataset.PixelSpacing))
+    # the axial folder holds two series of one slice each: read as two volumes, not an error
+    axial = read_ct(folder / "A002304" / "axial")
+    assert [Path(v.source).name for v in axial] == ["19001231-076.dcm", "19010112-135.dcm"]
+
+
+def test_kaggle_single_slice_nifti_hu_matches_nibabel(real_ct):
+    folder = real_ct / KAGGLE
+    volumes = read_cached(str(folder))
+    assert all(v.array.shape == (1, 512, 512) and v.format == "nifti" for v in volumes)
+    by_name = {Path(v.source).name: v for v in volumes}
+    for name in ("ID_0000_AGE_0060_CONTRAST_1_CT.nii.gz", "ID_0098_AGE_0061_CONTRAST_0_CT.nii.gz"):
+        hu = hu_from_nifti(folder / name)
+        volume = by_name[name]
+        np.testing.assert_allclose(volume.array, window(hu), atol=1e-6)
+        assert volume.array[0, 256, 256] == pytest.approx(window(hu[0, 256, 256]), abs=1e-6)
+    # the spacing is unknown; the header declares 1 mm, which is what is reported
+    assert volumes[0].spacing == (1.0, 1.0, 1.0)
+
+
+def test_head_gantry_tilt_ordered_along_the_tilted_normal(real_ct):
+    folder = real_ct / HEAD_TILT
+    (volume,) = read_cached(str(folder))
+    assert volume.array.shape == (28, 512, 512) and volume.n_files == 28
+    assert volume.contiguous is False  # steps of 4, 1.08 and 7 mm
+    assert volume.spacing[1:] == pytest.approx((0.48828, 0.48828), abs=1e-4)
+    assert volume.spacing[0] == pytest.approx(4.0, abs=0.01)  # median step along the normal
+    headers = {f: pydicom.dcmread(f, stop_before_pixels=True) for f in folder.glob("*.dcm")}
+    orientation = np.array(next(iter(headers.values())).ImageOrientationPatient, float)
+    normal = np.cross(orientation[:3], orientation[3:])
+    assert abs(normal[2]) < 0.96  # tilted: the normal is not the z axis
+    ordered = sorted(headers, key=lambda f: float(np.dot(np.array(headers[f].ImagePositionPatient, float), normal)))
+    steps = np.diff([float(np.dot(np.array(headers[f].ImagePositionPatient, float), normal)) for f in ordered])
+    assert steps.min() == pytest.approx(1.08, abs=0.01) and steps.max() == pytest.approx(7.0, abs=0.01)
+    for index in (0, 13, 14, 27):
+        np.testing.assert_allclose(volume.array[index], independent_window(ordered[index]), atol=1e-6)
+
+
+def test_sts_lowdose_volumes_are_contiguous_with_exact_hu(real_ct):
+    folder = real_ct / STS
+    volumes = read_cached(str(folder))
+    assert [Path(v.source).parts[-3] for v in volumes] == sorted(p.name for p in folder.glob("STS_*"))
+    assert all(v.contiguous and 47 <= v.array.shape[0] <= 70 for v in volumes)
+    assert all(v.spacing == pytest.approx((3.27, 0.9766, 0.9766), abs=1e-3) for v in volumes)
+    volume = volumes[0]
+    files = sorted(Path(volume.source).glob("*.dcm"))
+    z = [float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]) for f in files]
+    lowest = files[int(np.argmin(z))]
+    np.testing.assert_allclose(volume.array[0], independent_window(lowest), atol=1e-6)
+
+
+# --------------------------------------------------------------------------- synthetic: one-slice series
+
+
+def test_folder_of_one_slice_series_gives_one_2d_volume_each(tmp_path):
+    sizes = {"b10.dcm": (4, 5), "b2.dcm": (6, 3), "c.dcm": (4, 5)}
+    for index, (name, shape) in enumerate(sizes.items()):
+        write_dicom_slice(
+            tmp_path / name, np.full(shape, 100 * index - 500, np.int16), position=(0, 0, 7.0 * index),
+            series_uid=f"1.2.826.{index}", thickness=2.5, pixel_spacing=(0.6, 0.9),
+        )
+    volumes = read_ct(tmp_path)
+    assert [Path(v.source).name for v in volumes] == ["b2.dcm", "b10.dcm", "c.dcm"]  # natural name order
+    assert [v.array.shape for v in volumes] == [(1, 6, 3), (1, 4, 5), (1, 4, 5)]  # not stacked
+    assert all(v.n_files == 1 and v.contiguous and v.spacing == (2.5, 0.6, 0.9) for v in volumes)
+    np.testing.assert_allclose(volumes[0].array, window(np.full((1, 6, 3), -400.0)), atol=1e-6)
+    np.testing.assert_allclose(volumes[1].array, window(np.full((1, 4, 5), -500.0)), atol=1e-6)
+
+
+def test_one_slice_reformats_and_patient_tree(tmp_path):
+    patient = tmp_path / "P001"
+    (patient / "axial").mkdir(parents=True)
+    (patient / "coronal").mkdir()
+    for k in range(2):
+        write_dicom_slice(patient / "axial" / f"{k}.dcm", np.full((4, 4), k, np.int16), position=(0, 0, 10 * k),
+                          series_uid=f"1.9.{k}")
+        write_dicom_slice(patient / "coronal" / f"{k}.dcm", np.full((3, 5), 50 + k, np.int16), position=(0, 4 * k, 0),
+                          series_uid=f"1.8.{k}", orientation=(1, 0, 0, 0, 0, -1))
+    volumes = read_ct(tmp_path)
+    assert [v.array.shape for v in volumes] == [(1, 4, 4)] * 2 + [(1, 3, 5)] * 2
+    assert [Path(v.source).relative_to(tmp_path).as_posix() for v in volumes] == [
+        "P001/axial/0.dcm", "P001/axial/1.dcm", "P001/coronal/0.dcm", "P001/coronal/1.dcm"
+    ]
+
+
+@pytest.mark.bad_input
+def test_folder_mixing_multi_slice_series_stays_an_error(tmp_path):
+    write_axial_series(tmp_path, constant_hu_slices([0, 0, 0]), series_uid="1.2.840.7", description="BODY 5mm")
+    write_axial_series(
+        tmp_path, constant_hu_slices([0, 0]), series_uid="1.2.840.8", description="LUNG 1mm", name=lambda k: f"l{k}.dcm"
+    )
+    error = assert_data_error(
+        lambda: read_ct(tmp_path), "2 dicom series", "1.2.840.7", "3 files", "1.2.840.8", "2 files", "single slice"
+    )
+    assert str(tmp_path) in str(error)
+    # one multi-slice series beside one-slice series: an error too
+    write_dicom_slice(tmp_path / "key.dcm", np.zeros((4, 5)), position=(0, 0, 99), series_uid="1.2.840.9")
+    assert_data_error(lambda: read_ct(tmp_path), "3 dicom series", "1.2.840.9", "key.dcm")

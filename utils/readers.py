@@ -48,6 +48,15 @@ Folders
     subject folder and ``kits19/case_XXXXX/imaging.nii.gz`` one volume per case. Sub-folders
     without CT files are skipped; the whole path must yield at least one volume.
     Special cases:
+    * a folder whose DICOM files belong to several series, each series holding exactly one
+      slice (key images; one slice exported from each of several studies, e.g. the
+      COVID-19-NY-SBU sample's ``<patient>/axial/``), gives one single-slice volume per
+      series, ``(1, H, W)`` with ``source`` the slice's file, in natural file-name order.
+      They are not stacked: they are unrelated and their sizes may differ. Reformatted
+      (coronal, sagittal) single images are read the same way, as 2D slices in their own
+      plane. A folder with several series of which any holds more than one slice is an
+      error that lists the series (read one series per folder). Scattered slices of ONE
+      series (the LIDC sample) stay one stack with ``contiguous=False``;
     * a folder with ``Train``/``Test`` sub-folders is the reference repository's ``Data/``
       layout: only those sub-folders are read, and files beside them (npz sets built from
       the same slices) are ignored so that no slice is counted twice;
@@ -64,6 +73,10 @@ Contiguity (``CTVolume.contiguous``)
       largest step is at most 1.5 x the smallest. Thin slices far apart (LIDC sample: 1 mm
       thick, ~13.5 mm apart) or gaps are not contiguous. Without positions: True when the
       InstanceNumbers are consecutive.
+      A gantry-tilted series (ImageOrientationPatient not axial, e.g. the head sample tilted
+      18.5 degrees) is read as acquired: slices are ordered along their own normal and kept
+      as stored, with no shear correction or resampling; dz is the median step along that
+      normal, and irregular gaps (4 / 1.08 / 7 mm there) make it not contiguous.
     * PNG/TIFF folders: True when the file names differ in exactly one number and that
       number moves by a constant step (``slice_001.png``, ``slice_002.png``, ...). Names
       differing in several numbers (``<patient>_<slice>.png``) or in text are a collection
@@ -355,7 +368,7 @@ def _read_files(source, file_format, files, hu_window):
     if file_format in ("png", "tiff"):
         return [_read_image_slices(source, file_format, files)]
     if file_format == "dicom":
-        return [_read_dicom_series(source, files, hu_window)]
+        return _read_dicom_files(source, files, hu_window)
     if file_format == "nifti":
         imaging = [f for f in files if f.name.lower() in _KITS19_IMAGING]
         return [_read_nifti(f, hu_window) for f in (imaging[:1] or files)]
@@ -696,17 +709,27 @@ def _dicom_slice_from_dataset(path, dataset):
     )
 
 
-def _check_single_series(source, slices):
+def _group_by_series(slices):
+    """{SeriesInstanceUID: [slices]} in the order the series are first met (natural file order)."""
     series = {}
     for dicom_slice in slices:
         series.setdefault(dicom_slice.series_uid, []).append(dicom_slice)
+    return series
+
+
+def _check_single_series(source, slices):
+    series = _group_by_series(slices)
     if len(series) > 1:
         listing = "; ".join(
             f"{uid} ({members[0].series_description or 'no description'}, {len(members)} files, "
             f"e.g. {members[0].path.name})"
             for uid, members in series.items()
         )
-        raise DataError(source, f"holds {len(series)} DICOM series; read one series per folder: {listing}")
+        raise DataError(
+            source,
+            f"holds {len(series)} DICOM series; read one series per folder: {listing} "
+            "(several series are read only when each holds a single slice: then each is its own 2D slice)",
+        )
 
 
 def _check_same_geometry(slices):
@@ -773,9 +796,24 @@ def _dicom_contiguity_and_dz(slices, steps, by_position):
     return bool((numbers == 1).all()), dz
 
 
-def _read_dicom_series(source, files, hu_window):
+def _read_dicom_files(source, files, hu_window):
+    """Volumes from the DICOM files of one folder (or one file).
+
+    One series -> one volume. Several series that each hold exactly one slice (key images,
+    one slice exported from each of several studies) -> one single-slice volume per series,
+    ``source`` being that slice's file, in natural file-name order: such slices are unrelated
+    and may differ in size, so they are never stacked. Several series of which any holds
+    more than one slice -> DataError listing the series.
+    """
     slices = [_read_dicom_slice(path) for path in files]
+    series = _group_by_series(slices)
+    if len(series) > 1 and all(len(members) == 1 for members in series.values()):
+        return [_dicom_volume(members[0].path, members, hu_window) for members in series.values()]
     _check_single_series(source, slices)
+    return [_dicom_volume(source, slices, hu_window)]
+
+
+def _dicom_volume(source, slices, hu_window):
     _check_same_geometry(slices)
     slices, steps, by_position = _order_slices(slices)
     contiguous, dz = _dicom_contiguity_and_dz(slices, steps, by_position)
