@@ -70,3 +70,20 @@ def test_command_line_overrides_every_kind_of_setting():
     assert options.quick and not options.overwrite
     untouched, _ = parse_training_args(defaults, "test", [])
     assert untouched == defaults
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("zoom_range", [(0.5,), (0.0, 2.0), (2.0, 0.5), (-1.0, 2.0), (0.5, float("inf"))])
+def test_bad_zoom_ranges_are_named(zoom_range):
+    with pytest.raises(ConfigError, match="--zoom-range"):
+        TrainingConfig(zoom_range=zoom_range).validate()
+
+
+def test_zoom_range_from_the_command_line_is_float_and_round_trips(tmp_path):
+    config, _ = parse_training_args(TrainingConfig(), "test", ["--zoom-range", "0.5", "2"])
+    assert config.validate().zoom_range == (0.5, 2.0)
+    assert all(isinstance(z, float) for z in config.zoom_range)
+    assert TrainingConfig().zoom_range == () and TrainingConfig(zoom_range=(1, 1)).validate().zoom_range == (1.0, 1.0)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config.to_dict()))
+    assert TrainingConfig.from_json(path) == config

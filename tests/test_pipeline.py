@@ -158,3 +158,83 @@ def test_validation_samples_are_counted_apart_from_training(volumes, validation_
     train, validation, _ = training_data(config, volumes, volumes)
     assert int(train.cardinality()) == 2 * 6
     assert int(validation.cardinality()) == expected
+
+
+# --------------------------------------------------------------------------- resolution augmentation (zoom)
+
+ZOOM_PATCHES = [pytest.param((16, 16), id="2d"), pytest.param((3, 16, 16), id="3d")]
+
+
+def _first_batch(volumes, sampling, noise=GaussianNoise(0.0), **options):
+    inputs, clean = next(iter(make_dataset(volumes, sampling, noise, **options)))
+    return inputs.numpy(), clean.numpy()
+
+
+@pytest.mark.parametrize("patch", ZOOM_PATCHES)
+def test_zoom_keeps_shapes_and_the_clean_range(volumes, patch):
+    sampling = PatchSampling(patch, zoom_range=(0.5, 2.0))
+    noisy, clean = _first_batch(volumes, sampling, batch_size=6)
+    assert clean.shape == noisy.shape == (6,) + patch + (1,)
+    assert clean.min() >= 0.0 and clean.max() <= 1.0  # bilinear weights are convex
+
+
+@pytest.mark.parametrize("patch", ZOOM_PATCHES)
+def test_zoom_of_one_is_no_zoom_and_draws_are_seeded(volumes, patch):
+    plain = _first_batch(volumes, PatchSampling(patch), GaussianNoise(0.05), batch_size=4, seed=5)
+    unit = _first_batch(volumes, PatchSampling(patch, zoom_range=(1.0, 1.0)), GaussianNoise(0.05), batch_size=4, seed=5)
+    for a, b in zip(plain, unit):
+        np.testing.assert_array_equal(a, b)
+    zoomed = PatchSampling(patch, zoom_range=(0.6, 1.6))
+    first = _first_batch(volumes, zoomed, GaussianNoise(0.05), batch_size=4, seed=5)
+    again = _first_batch(volumes, zoomed, GaussianNoise(0.05), batch_size=4, seed=5)
+    other = _first_batch(volumes, zoomed, GaussianNoise(0.05), batch_size=4, seed=6)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[1], other[1])
+    assert not np.array_equal(first[1], plain[1])
+
+
+@pytest.mark.parametrize("patch", ZOOM_PATCHES)
+@pytest.mark.parametrize("zoom", [0.5, 2.0])
+def test_zoom_scales_in_plane_only(patch, zoom):
+    """A ramp along x keeps its shape with slope / zoom; the slice axis is never resampled."""
+    depth, height, width = 6, 48, 48
+    ramp = np.arange(width, dtype=np.float32) / width
+    steps = np.arange(depth, dtype=np.float32)[:, None, None] * 0.01
+    volume = np.broadcast_to(0.2 + 0.5 * ramp[None, None, :] + steps, (depth, height, width)).copy()
+    sampling = PatchSampling(patch, zoom_range=(zoom, zoom), flips=False)
+    _, clean = _first_batch([volume], sampling, batch_size=4, samples_per_volume=4)
+    slope = np.diff(clean[..., 0], axis=-1)[..., 2:-2]  # away from the resize borders
+    np.testing.assert_allclose(slope, 0.5 / width / zoom, atol=1e-5)
+    if len(patch) == 3:  # consecutive slices still differ by one source step: no resampling along z
+        np.testing.assert_allclose(np.diff(clean[..., 0], axis=1), 0.01, atol=1e-5)
+
+
+def test_zoom_leaves_white_noise_and_validation_unzoomed(volumes):
+    zoomed = PatchSampling((16, 16), zoom_range=(0.4, 2.5))
+    noise = _noise_of_epoch(make_dataset(volumes * 4, zoomed, GaussianNoise(0.1), batch_size=8, seed=2))
+    assert abs(noise.std() / 0.1 - 1) < 0.03  # added after resampling: the level is kept
+    plain = _first_batch(volumes, PatchSampling((16, 16)), GaussianNoise(0.05), batch_size=4, training=False)
+    val = _first_batch(volumes, zoomed, GaussianNoise(0.05), batch_size=4, training=False)
+    for a, b in zip(plain, val):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_zoom_out_is_capped_at_the_slice(volumes):
+    # 32x32 slices and a 16x16 patch: zoom 0.1 would need a 160-pixel region; the whole slice is used.
+    _, clean = _first_batch(volumes[:1], PatchSampling((16, 16), zoom_range=(0.1, 0.1), flips=False), batch_size=8)
+    assert clean.shape == (8, 16, 16, 1)
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("zoom_range", [(0.0, 1.0), (2.0, 1.0), (1.0,), (float("nan"), 1.0)])
+def test_bad_zoom_ranges_are_refused(zoom_range):
+    with pytest.raises(ConfigError, match="zoom range"):
+        PatchSampling((16, 16), zoom_range=zoom_range)
+
+
+def test_training_config_zoom_range_reaches_the_pipeline(volumes):
+    config = TrainingConfig(patch=(16, 16), batch_size=4, zoom_range=(0.5, 2.0), noise=0.0)
+    train, _, _ = training_data(config, volumes, volumes)
+    reference = make_dataset(volumes, PatchSampling((16, 16), zoom_range=(0.5, 2.0)), GaussianNoise(0.0), batch_size=4)
+    np.testing.assert_array_equal(next(iter(train))[1].numpy(), next(iter(reference))[1].numpy())

@@ -25,6 +25,8 @@ HELP = {
     "patch": "patch size: H W in 2D, D H W in 3D",
     "central_fraction": "crops are drawn inside this central fraction of each slice",
     "window_augmentation": "probability of re-windowing a sample to a narrow 8-bit window",
+    "zoom_range": "random in-plane zoom LO HI per training sample, log-uniform scale factors "
+                  "(0.5 = pixels twice as large, 2 = half as large; resampled before the noise is added; none when empty)",
     "batch_size": "samples per batch",
     "samples_per_volume": "samples per volume per epoch (0: one per slice in 2D, one per patch depth in 3D)",
     "validation_samples_per_volume": "fixed validation samples per volume (0: one per slice in 2D, one per patch depth in 3D)",
@@ -59,7 +61,7 @@ def parse_training_args(defaults, description, argv=None):
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=HELP[field.name])
         elif isinstance(default, tuple):
-            element = float if field.name == "hu_window" else (int if field.name in ("patch", "profile_batch") else str)
+            element = float if field.name in FLOAT_TUPLES else (int if field.name in ("patch", "profile_batch") else str)
             parser.add_argument(flag, nargs="*", type=element, default=default, help=HELP[field.name])
         else:
             parser.add_argument(flag, type=type(default), default=default, help=HELP[field.name])
@@ -73,6 +75,9 @@ def parse_training_args(defaults, description, argv=None):
     extra = argparse.Namespace(quick=args.quick, overwrite=args.overwrite, deterministic=args.deterministic, logical_cpus=args.logical_cpus)
     return TrainingConfig(**values), extra
 
+
+# Tuple settings whose elements are numbers with a fraction; the other tuples hold ints or paths.
+FLOAT_TUPLES = ("hu_window", "zoom_range", "noise_range")
 
 # Settings that follow from others (the prior input is implied by --model resprunet); not options.
 DERIVED = ("prior",)

@@ -42,6 +42,7 @@ class TrainingConfig:
     patch: tuple = (128, 128)
     central_fraction: float = 1.0
     window_augmentation: float = 0.0
+    zoom_range: tuple = ()
     batch_size: int = 16
     samples_per_volume: int = 0
     validation_samples_per_volume: int = 0
@@ -70,6 +71,7 @@ class TrainingConfig:
         self.data = tuple(str(d) for d in self.data)
         self.validation_data = tuple(str(d) for d in self.validation_data)
         self.hu_window = tuple(float(h) for h in self.hu_window)
+        self.zoom_range = tuple(float(z) for z in self.zoom_range)
         self.profile_batch = tuple(int(b) for b in self.profile_batch)
         if self.model == "resprunet":
             self.prior = True
@@ -88,6 +90,12 @@ class TrainingConfig:
             (all(p >= 1 for p in self.patch), f"--patch sizes must be positive, got {self.patch}"),
             (0 < self.central_fraction <= 1, f"--central-fraction must be in (0, 1], got {self.central_fraction}"),
             (0 <= self.window_augmentation <= 1, f"--window-augmentation is a probability in [0, 1], got {self.window_augmentation}"),
+            (
+                not self.zoom_range
+                or (len(self.zoom_range) == 2 and all(math.isfinite(z) and z > 0 for z in self.zoom_range)
+                    and self.zoom_range[0] <= self.zoom_range[1]),
+                f"--zoom-range takes LO HI, two positive scale factors with LO <= HI (e.g. 0.5 2), got {self.zoom_range}",
+            ),
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
             (self.samples_per_volume >= 0, f"--samples-per-volume must be >= 0, got {self.samples_per_volume}"),
             (

@@ -2,7 +2,7 @@
 
 Stage order, chosen so that it is both correct and fast::
 
-    decode -> cache (clean volumes only) -> shuffle -> per-sample seeds -> crop/flip
+    decode -> cache (clean volumes only) -> shuffle -> per-sample seeds -> crop/zoom/flip
            -> intensity window -> noise -> prior -> batch -> prefetch
 
 * Only the clean, decoded volumes are cached, so crops, flips and noise are drawn again
@@ -47,6 +47,15 @@ class PatchSampling:
         window_augmentation: probability of showing a sample through another intensity
             window, drawn from ``augmentation_windows`` (HU, inside ``base_hu_window``) and
             quantised to 8 bits, as narrow-window 8-bit exports are.
+        zoom_range: ``()`` for none, or ``(lo, hi)`` scale factors: each training sample draws
+            one in-plane factor ``z`` log-uniformly in [lo, hi] (z = exp(U(log lo, log hi))),
+            cuts a region of ``round(patch / z)`` pixels and resizes it to the patch (bilinear,
+            antialiased when shrinking), so the sample shows pixels ``1 / z`` times the source's
+            size (z = 0.5: twice as large). Both in-plane axes use the same factor and the slice
+            axis of 3D patches is not resampled. The region is capped at the usable part of the
+            slice (a smaller zoom-out on small slices). Resampling happens before the noise is
+            added, so the noise stays white at the output pixel scale. Validation samples are
+            never zoomed.
     """
 
     patch: tuple
@@ -59,6 +68,22 @@ class PatchSampling:
     window_augmentation: float = 0.0
     augmentation_windows: tuple = ((-160.0, 240.0), (-1000.0, 400.0), (-135.0, 215.0), (-1024.0, -769.0))
     base_hu_window: tuple = DEFAULT_HU_WINDOW
+    zoom_range: tuple = ()
+
+    def __post_init__(self):
+        if self.zoom_range:
+            try:
+                lo, hi = (float(z) for z in self.zoom_range)
+            except (TypeError, ValueError):
+                raise ConfigError(f"zoom range must be two numbers (lo, hi), got {self.zoom_range!r}") from None
+            if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo <= hi):
+                raise ConfigError(f"zoom range must be two positive finite numbers with lo <= hi, got ({lo}, {hi})")
+            object.__setattr__(self, "zoom_range", (lo, hi))
+
+    @property
+    def zooms(self):
+        """True when samples are resampled (a zoom range other than none or exactly (1, 1))."""
+        return bool(self.zoom_range) and tuple(self.zoom_range) != (1.0, 1.0)
 
     @property
     def ndim(self):
@@ -130,19 +155,41 @@ def _cut_sample(volume, seed, sampling):
     # Central region of each slice, then a random crop inside it.
     region_h = tf.cast(tf.round(tf.cast(height, tf.float32) * sampling.central_fraction), tf.int32)
     region_w = tf.cast(tf.round(tf.cast(width, tf.float32) * sampling.central_fraction), tf.int32)
-    y0 = (height - region_h) // 2 + _random_offset(seeds[0], region_h, patch_h)
-    x0 = (width - region_w) // 2 + _random_offset(seeds[1], region_w, patch_w)
+    crop_h, crop_w = patch_h, patch_w
+    if sampling.zooms:
+        # Its own seed, folded from the sample's, so the other draws are those of an unzoomed run.
+        crop_h, crop_w = _zoomed_crop(tf.random.experimental.stateless_fold_in(seed, 7), sampling, region_h, region_w)
+    y0 = (height - region_h) // 2 + _random_offset(seeds[0], region_h, crop_h)
+    x0 = (width - region_w) // 2 + _random_offset(seeds[1], region_w, crop_w)
     z0 = _random_offset(seeds[2], depth, patch_depth)
     below, above = sampling.slab_margins
     z_lo = tf.maximum(z0 - below, 0)
     z_hi = tf.minimum(z0 + patch_depth + above, depth)
-    slab = volume[z_lo:z_hi, y0 : y0 + patch_h, x0 : x0 + patch_w]
+    slab = volume[z_lo:z_hi, y0 : y0 + crop_h, x0 : x0 + crop_w]
+    if sampling.zooms:
+        # Each slice of the slab resized in-plane to the patch; the slice axis is the batch axis here.
+        slab = tf.image.resize(slab[..., None], (patch_h, patch_w), method="bilinear", antialias=True)[..., 0]
     if sampling.flips:
         flip_ud = tf.random.stateless_uniform([], seeds[3]) < 0.5
         flip_lr = tf.random.stateless_uniform([], seeds[4]) < 0.5
         slab = tf.cond(flip_ud, lambda: tf.reverse(slab, [1]), lambda: slab)
         slab = tf.cond(flip_lr, lambda: tf.reverse(slab, [2]), lambda: slab)
     return slab, z0 - z_lo, patch_depth, seeds[5]
+
+
+def _zoomed_crop(seed, sampling, region_h, region_w):
+    """Region ``(h, w)`` to cut for a log-uniform zoom factor, capped at the usable region."""
+    patch_h, patch_w = sampling.patch[-2:]
+    lo, hi = sampling.zoom_range
+    if lo == hi:
+        zoom = tf.constant(lo, tf.float32)
+    else:
+        zoom = tf.exp(tf.random.stateless_uniform([], seed, float(np.log(lo)), float(np.log(hi))))
+    # One factor for both axes, raised where the region would not fit, so the zoom stays isotropic.
+    zoom = tf.maximum(zoom, tf.maximum(patch_h / tf.cast(region_h, tf.float32), patch_w / tf.cast(region_w, tf.float32)))
+    crop_h = tf.clip_by_value(tf.cast(tf.round(patch_h / zoom), tf.int32), 1, region_h)
+    crop_w = tf.clip_by_value(tf.cast(tf.round(patch_w / zoom), tf.int32), 1, region_w)
+    return crop_h, crop_w
 
 
 def _rewindow(clean, seed, sampling):
@@ -215,7 +262,7 @@ def make_dataset(
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     if not training:
-        sampling = dataclasses.replace(sampling, flips=False, window_augmentation=0.0)
+        sampling = dataclasses.replace(sampling, flips=False, window_augmentation=0.0, zoom_range=())
     in_memory = all(isinstance(v, np.ndarray) for v in volumes)
     if in_memory:
         check_patch_fits([v.shape for v in volumes], sampling)

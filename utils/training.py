@@ -325,6 +325,7 @@ def training_data(config, train_volumes, val_volumes, train_sources=None):
         central_fraction=config.central_fraction,
         window_augmentation=config.window_augmentation,
         base_hu_window=config.hu_window,
+        zoom_range=config.zoom_range,
     )
     check_patch_fits([v.shape for v in train_volumes + val_volumes], sampling)
     noise = make_noise(config.noise, config.noise_model)
