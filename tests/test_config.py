@@ -87,3 +87,30 @@ def test_zoom_range_from_the_command_line_is_float_and_round_trips(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config.to_dict()))
     assert TrainingConfig.from_json(path) == config
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"noise_range": (0.1,)}, "--noise-range takes LO HI"),
+        ({"noise_range": (0.1, 0.1)}, "--noise-range takes LO HI"),
+        ({"noise_range": (-0.01, 0.1)}, "--noise-range takes LO HI"),
+        ({"noise_range": (0.0, 1.5)}, "--noise-range takes LO HI"),
+        ({"noise_range": (0.0, 0.1), "noise_model": "poisson_gaussian"}, "cannot be combined"),
+        ({"noise_range": (0.06, 0.1), "noise": 0.05}, "must lie inside --noise-range"),
+    ],
+)
+def test_bad_noise_ranges_are_named(change, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainingConfig(**change).validate()
+
+
+def test_noise_range_from_the_command_line_is_float_and_recorded(tmp_path):
+    config, _ = parse_training_args(TrainingConfig(), "test", ["--noise-range", "0", "0.1"])
+    assert config.validate().noise_range == (0.0, 0.1) and TrainingConfig().noise_range == ()
+    assert config.to_dict()["noise_range"] == (0.0, 0.1)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config.to_dict()))
+    assert json.loads(path.read_text())["noise_range"] == [0.0, 0.1]
+    assert TrainingConfig.from_json(path) == config

@@ -238,3 +238,50 @@ def test_training_config_zoom_range_reaches_the_pipeline(volumes):
     train, _, _ = training_data(config, volumes, volumes)
     reference = make_dataset(volumes, PatchSampling((16, 16), zoom_range=(0.5, 2.0)), GaussianNoise(0.0), batch_size=4)
     np.testing.assert_array_equal(next(iter(train))[1].numpy(), next(iter(reference))[1].numpy())
+
+
+# --------------------------------------------------------------------------- blind noise (a sigma range)
+
+
+def _per_sample_noise_std(dataset):
+    return np.concatenate([np.std((noisy - clean).numpy(), axis=(1, 2, 3)) for noisy, clean in dataset])
+
+
+def test_blind_training_noise_spans_the_range_and_validation_keeps_its_sigmas(volumes):
+    from utils.noise import GaussianRangeNoise
+
+    noise = GaussianRangeNoise(0.01, 0.2)
+    sampling = PatchSampling((32, 32))
+    train = make_dataset(volumes * 4, sampling, noise, batch_size=8, seed=4)
+    first, second = _per_sample_noise_std(train), _per_sample_noise_std(train)
+    assert len(first) == 4 * 18
+    # 1024 values per sample estimate its sigma within a few per cent
+    assert 0.0095 < first.min() < 0.04 and 0.17 < first.max() < 0.21
+    assert abs(np.median(first) - 0.105) < 0.035  # uniform in [0.01, 0.2]
+    assert not np.allclose(np.sort(first), np.sort(second))  # new sigmas every training epoch
+    val = make_dataset(volumes * 4, sampling, noise, batch_size=8, training=False, seed=4)
+    once, twice = _per_sample_noise_std(val), _per_sample_noise_std(val)
+    np.testing.assert_array_equal(once, twice)
+    assert once.min() < 0.05 and once.max() > 0.15
+    again = make_dataset(volumes * 4, sampling, noise, batch_size=8, training=False, seed=4)
+    np.testing.assert_array_equal(_per_sample_noise_std(again), once)
+
+
+@pytest.mark.parametrize("patch", [(16, 16), (3, 16, 16)])
+def test_blind_noise_is_one_sigma_per_sample_in_2d_and_3d(volumes, patch):
+    from utils.noise import GaussianRangeNoise
+
+    zero = [np.zeros_like(v) for v in volumes]
+    noisy, clean = next(iter(make_dataset(zero, PatchSampling(patch), GaussianRangeNoise(0.0, 0.3), batch_size=6)))
+    assert noisy.shape == clean.shape == (6,) + patch + (1,)
+    stds = np.std(noisy.numpy().reshape(6, -1), axis=1)
+    assert stds.max() <= 0.3 * 1.25 and len(np.unique(np.round(stds, 3))) > 1
+
+
+def test_noise_range_setting_makes_training_blind(volumes):
+    config = TrainingConfig(patch=(32, 32), batch_size=8, noise=0.05, noise_range=(0.0, 0.1), samples_per_volume=16)
+    train, validation, (panel_inputs, _) = training_data(config.validate(), volumes, volumes)
+    stds = _per_sample_noise_std(train)
+    assert stds.min() < 0.02 and stds.max() > 0.08 and stds.max() < 0.11
+    assert panel_inputs.shape == (8, 32, 32, 1)  # one input: no noise-level map
+    np.testing.assert_array_equal(_per_sample_noise_std(validation), _per_sample_noise_std(validation))

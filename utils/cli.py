@@ -22,6 +22,9 @@ HELP = {
     "prior_variant": "centred, or the reference repository's off-centre window",
     "noise": "noise standard deviation on the [0, 1] scale (0.05 = 5 %%)",
     "noise_model": "gaussian or poisson_gaussian",
+    "noise_range": "blind training: each training sample's Gaussian sigma is drawn uniformly in LO HI "
+                   "(validation samples keep fixed sigmas from the seed; the model gets no noise level; "
+                   "--noise is then the nominal level for the run name, image panels and assessment)",
     "patch": "patch size: H W in 2D, D H W in 3D",
     "central_fraction": "crops are drawn inside this central fraction of each slice",
     "window_augmentation": "probability of re-windowing a sample to a narrow 8-bit window",

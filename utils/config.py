@@ -39,6 +39,7 @@ class TrainingConfig:
     prior_variant: str = "centred"
     noise: float = 0.05
     noise_model: str = "gaussian"
+    noise_range: tuple = ()
     patch: tuple = (128, 128)
     central_fraction: float = 1.0
     window_augmentation: float = 0.0
@@ -72,6 +73,7 @@ class TrainingConfig:
         self.validation_data = tuple(str(d) for d in self.validation_data)
         self.hu_window = tuple(float(h) for h in self.hu_window)
         self.zoom_range = tuple(float(z) for z in self.zoom_range)
+        self.noise_range = tuple(float(n) for n in self.noise_range)
         self.profile_batch = tuple(int(b) for b in self.profile_batch)
         if self.model == "resprunet":
             self.prior = True
@@ -86,6 +88,21 @@ class TrainingConfig:
             (self.kernel_size >= 1 and self.kernel_size % 2 == 1, f"--kernel-size must be odd and >= 1, got {self.kernel_size}"),
             (math.isfinite(self.noise) and self.noise >= 0, f"--noise must be a finite number >= 0 (fraction of the [0, 1] range), got {self.noise}"),
             (self.noise <= 1, f"--noise is a fraction of the [0, 1] range (0.05 = 5 %), got {self.noise}"),
+            (
+                not self.noise_range
+                or (len(self.noise_range) == 2 and all(math.isfinite(n) for n in self.noise_range)
+                    and 0 <= self.noise_range[0] < self.noise_range[1] <= 1),
+                f"--noise-range takes LO HI with 0 <= LO < HI <= 1 on the [0, 1] scale (e.g. 0 0.1), got {self.noise_range}",
+            ),
+            (
+                not self.noise_range or self.noise_model == "gaussian",
+                f"--noise-range draws Gaussian levels; it cannot be combined with --noise-model {self.noise_model}",
+            ),
+            (
+                not self.noise_range or self.noise_range[0] <= self.noise <= self.noise_range[1],
+                f"--noise {self.noise} must lie inside --noise-range {self.noise_range}: with a range it is the nominal "
+                "level of the blind model (run name, image panels, assessment)",
+            ),
             (len(self.patch) == self.ndim, f"--patch needs {self.ndim} sizes for a {self.ndim}D model, got {self.patch}"),
             (all(p >= 1 for p in self.patch), f"--patch sizes must be positive, got {self.patch}"),
             (0 < self.central_fraction <= 1, f"--central-fraction must be in (0, 1], got {self.central_fraction}"),

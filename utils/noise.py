@@ -47,6 +47,43 @@ class GaussianNoise:
         return clean + tf.cast(self.sigma, clean.dtype) * noise
 
 
+@dataclasses.dataclass(frozen=True)
+class GaussianRangeNoise:
+    """Blind training noise: x + s * N(0, 1), not clipped, with s drawn uniformly in [low, high] per sample.
+
+    One ``s`` per call: per sample in the tf.data pipelines, where every sample has its own seed
+    pair, so training samples get a new ``s`` every epoch and validation samples (fixed seeds) keep
+    theirs. The whole sample (a 2D slab or 3D patch) shares its ``s``. The model is told nothing
+    about ``s`` (fully blind: no noise-level input). Selected by ``--noise-range LO HI``, not by
+    name (it is not in ``NOISE_MODELS``: ``make_noise`` builds single-level models).
+    """
+
+    low: float
+    high: float
+    name = "gaussian_range"
+
+    def __post_init__(self):
+        low, high = float(self.low), float(self.high)
+        if not (np.isfinite(low) and np.isfinite(high) and 0 <= low < high <= 1):
+            raise ConfigError(f"noise range must satisfy 0 <= LO < HI <= 1 on the [0, 1] scale, got ({low}, {high})")
+        object.__setattr__(self, "low", low)
+        object.__setattr__(self, "high", high)
+
+    @property
+    def effective_sigma(self):
+        """The middle of the range: the single level handed to BM3D/BM4D and the solvers."""
+        return 0.5 * (self.low + self.high)
+
+    def sample_numpy(self, clean, rng):
+        sigma = rng.uniform(self.low, self.high)
+        return (clean + sigma * rng.standard_normal(clean.shape)).astype(np.float32)
+
+    def sample_tf(self, clean, seed):
+        seeds = tf.random.experimental.stateless_split(seed, 2)
+        sigma = tf.random.stateless_uniform([], seeds[0], self.low, self.high, dtype=clean.dtype)
+        return clean + sigma * tf.random.stateless_normal(tf.shape(clean), seed=seeds[1], dtype=clean.dtype)
+
+
 @register
 @dataclasses.dataclass(frozen=True)
 class PoissonGaussianNoise:

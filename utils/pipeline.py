@@ -242,7 +242,9 @@ def make_dataset(
         volumes: list of clean float32 arrays ``(D, H, W)`` in [0, 1], or of file paths readable
             by :func:`utils.readers.read_ct` (decoded in parallel, interleaved).
         sampling: :class:`PatchSampling` (2D slices or 3D patches, prior or not, augmentation).
-        noise: a noise model from :mod:`utils.noise`.
+        noise: a noise model from :mod:`utils.noise`, applied to each sample with the sample's own
+            seed (so :class:`utils.noise.GaussianRangeNoise` gives every sample its own sigma:
+            new ones every training epoch, the same ones in every validation pass).
         samples_per_volume: samples cut from each volume per epoch; default: its number of
             slices for 2D, ``ceil(D / patch_depth)`` for 3D. A list gives one count per volume
             (volumes in memory only; see :func:`balanced_samples_per_volume`).

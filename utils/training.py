@@ -329,6 +329,10 @@ def training_data(config, train_volumes, val_volumes, train_sources=None):
     )
     check_patch_fits([v.shape for v in train_volumes + val_volumes], sampling)
     noise = make_noise(config.noise, config.noise_model)
+    if config.noise_range:  # blind: sigma drawn per sample in the range; the model gets no noise level
+        from utils.noise import GaussianRangeNoise
+
+        noise = GaussianRangeNoise(*config.noise_range)
     common = {"sampling": sampling, "noise": noise, "batch_size": config.batch_size, "seed": config.seed}
     per_volume = config.samples_per_volume or None
     train_counts = per_volume
