@@ -28,7 +28,7 @@ MODELS_DIR = "trained_models"  # default models: the 2D and 3D ones in here trai
 METHODS = "noisy,tv,spade,bm4d"  # baselines; any of noisy,tv,spade,bm3d,bm4d, or none
 MAX_DEPTH = 16  # central slices kept per volume (0: all); BM4D costs about 10 us per voxel on 2 cores
 MAX_SIZE = 0  # central in-plane crop, pixels (0: none)
-TILE = (64, 256, 256)  # largest tile a 3D model sees at once (memory), D H W
+TILE = ()  # largest tile a 3D model sees at once, D H W; empty: chosen from the model and the memory available
 SELF_ENSEMBLE = False  # models predict the mean over flips of their axes (4 in 2D, 8 in 3D): better, that many times slower
 SEED = 2020
 HU_WINDOW = (-1000.0, 400.0)
@@ -42,7 +42,7 @@ parser.add_argument("--models", nargs="*", default=None, metavar="FILE", help=f"
 parser.add_argument("--methods", default=METHODS, help="comma list of baselines: noisy,tv,spade,bm3d,bm4d; 'none' for models only")
 parser.add_argument("--max-depth", type=int, default=MAX_DEPTH, help="keep the central N slices of each volume (0: all)")
 parser.add_argument("--max-size", type=int, default=MAX_SIZE, help="keep the central N x N pixels of each slice (0: all)")
-parser.add_argument("--tile", nargs=3, type=int, default=TILE, metavar=("D", "H", "W"), help="largest tile for 3D models")
+parser.add_argument("--tile", nargs=3, type=int, default=TILE or None, metavar=("D", "H", "W"), help="largest tile for 3D models (default: automatic, from the model and the memory available)")
 parser.add_argument("--self-ensemble", action=argparse.BooleanOptionalAction, default=SELF_ENSEMBLE, help="models predict the mean over the flips of their axes")
 parser.add_argument("--seed", type=int, default=SEED, help="seed of the test noise")
 parser.add_argument("--hu-window", nargs=2, type=float, default=HU_WINDOW, metavar=("LO", "HI"), help="HU window mapped to [0, 1]")
@@ -62,7 +62,7 @@ with assessment.user_errors():
 # ## Methods: the learned models first (a bad file fails before any tuning), then tuned baselines
 with assessment.user_errors():
     model_files, notes = (args.models, []) if args.models is not None else assessment.discover_models(MODELS_DIR, args.noise, ndims=(2, 3))
-    models = assessment.model_methods(model_files, allowed_ndims=(2, 3), tile_shape=tuple(args.tile), self_ensemble=args.self_ensemble)
+    models = assessment.model_methods(model_files, allowed_ndims=(2, 3), tile_shape=tuple(args.tile) if args.tile else "auto", self_ensemble=args.self_ensemble)
     notes += assessment.noise_notes(models, args.noise)
 for note in notes:
     print(note)

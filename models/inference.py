@@ -27,6 +27,13 @@ Tiling (for images and volumes larger than memory)
 - Windows are separable and tiles form a grid, so each axis' windows are divided by their 1-D sum
   beforehand: memory stays at input + float32 output + one batch of tiles, with no full-size weight buffer.
 
+Automatic tiles (``tile_shape="auto"``)
+- ``auto_tiling`` picks the largest tiles whose estimated activation memory fits a budget (a quarter of
+  the available memory, at most ``AUTO_TILE_BUDGET_BYTES``) and an overlap of one halo rounded up to the
+  pooling grid (at least ``2 * divisor``), so that tiles stay several times larger than their overlap
+  for deep U-Nets whose full receptive-field overlap (128 voxels at depth 3) would leave tiny strides.
+  Output then differs from untiled prediction by far less than the noise (tested), and no warning is given.
+
 Self-ensemble (``self_ensemble=True``)
 - The prediction is the mean over every flip of the model's spatial axes (4 for 2D, 8 for 3D models),
   each flipped back: the geometric self-ensemble of Timofte et al. (CVPR 2016), as EDSR+ uses it.
@@ -49,6 +56,13 @@ except ImportError:  # pragma: no cover
     tqdm = None
 
 _PROGRESS_MIN_STEPS = 20
+
+# Activation memory budget of one model call in automatic tiling, and the bytes per input voxel per
+# first-level channel that the estimate assumes: float32 activations of a U-Net's encoder, decoder and
+# skips held at once (calibrated on the 16-filter 3D U-Net: about 300 bytes per voxel measured in
+# benchmarks/inference.py, i.e. about 19 per channel; 24 leaves a margin).
+AUTO_TILE_BUDGET_BYTES = 2 * 1024**3
+_BYTES_PER_VOXEL_PER_CHANNEL = 24
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +161,8 @@ def predict(
         model: a denoiser built by ``models.build_model`` (or any 1-channel fully convolutional Keras model).
         noisy: ``(H, W)`` or ``(N, H, W)`` for a 2D model, ``(D, H, W)`` for a 3D model.
         prior: array of the same shape as ``noisy``; required by ``resprunet`` models, refused otherwise.
-        tile_shape: largest spatial tile (2 or 3 ints, one per model axis); None predicts each image whole.
+        tile_shape: largest spatial tile (2 or 3 ints, one per model axis); None predicts each image whole;
+            ``"auto"`` lets :func:`auto_tiling` choose tile and overlap from the memory available.
         overlap: voxels shared by neighbouring tiles (int or one per axis);
             default ``model_info(model).default_overlap``.
         batch_size: slices or tiles per model call.
@@ -176,7 +191,13 @@ def predict(
     # A 2D model on (N, H, W) sees N independent items; a 2D image or a 3D volume is one item.
     items = noisy if noisy.ndim > info.ndim else noisy[None]
     prior_items = None if prior is None else (prior if prior.ndim > info.ndim else prior[None])
-    plans = _plan_tiles(items.shape[1:], info, tile_shape, overlap)
+    automatic = isinstance(tile_shape, str)
+    if automatic:
+        if tile_shape != "auto":
+            raise ConfigError(f"tile_shape must be None, 'auto' or {info.ndim} integers, got {tile_shape!r}")
+        tile_shape, auto_overlap = auto_tiling(model, items.shape[1:], batch_size=batch_size)
+        overlap = auto_overlap if overlap is None else overlap
+    plans = _plan_tiles(items.shape[1:], info, tile_shape, overlap, warn=not automatic)
     out = np.zeros(items.shape, dtype=np.float32)
 
     # Axes of `items` to flip, one tuple per pass: spatial axis k of the model is axis k + 1 of `items`.
@@ -215,6 +236,48 @@ def predict(
     return out[..., None] if restore_channel else out
 
 
+def auto_tiling(model, spatial_shape, memory_bytes=None, batch_size=1):
+    """Tile shape and overlap for ``predict`` on an item of ``spatial_shape`` within a memory budget.
+
+    The activation memory of one call is estimated as ``batch_size * voxels * first-level channels *
+    _BYTES_PER_VOXEL_PER_CHANNEL``; ``memory_bytes`` defaults to a quarter of the available memory,
+    capped at ``AUTO_TILE_BUDGET_BYTES``. Axes are shrunk, largest first, until the estimate fits, never
+    below three overlaps. Returns ``(tile_shape or None when the whole item fits, overlap)``.
+    """
+    info = model_info(model)
+    overlap = max(_round_up(info.halo, info.divisor), 2 * info.divisor)
+    if info.fixed_shape is not None:
+        return tuple(info.fixed_shape), overlap
+    if memory_bytes is None:
+        memory_bytes = min(AUTO_TILE_BUDGET_BYTES, _available_memory() // 4)
+    per_voxel = batch_size * _first_level_channels(model) * _BYTES_PER_VOXEL_PER_CHANNEL
+    frame = [_round_up(n, info.divisor) for n in spatial_shape]
+    tile = list(frame)
+    smallest = 3 * overlap
+    while math.prod(tile) * per_voxel > memory_bytes:
+        axis = max(range(len(tile)), key=lambda a: tile[a])
+        if tile[axis] <= smallest:
+            break
+        tile[axis] = max(smallest, _round_up(int(tile[axis] * 0.75), info.divisor))
+    return (None if tile == frame else tuple(tile)), overlap
+
+
+def _first_level_channels(model):
+    for layer in model.layers:
+        if hasattr(layer, "kernel_size") and hasattr(layer, "filters"):
+            return int(layer.filters)
+    return 1
+
+
+def _available_memory():
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:  # pragma: no cover - psutil is a listed dependency
+        return 8 * 1024**3
+
+
 def tiling_summary(model, spatial_shape, tile_shape=None, overlap=None):
     """How ``predict`` would tile an image or volume of ``spatial_shape`` (without running the model).
 
@@ -223,6 +286,9 @@ def tiling_summary(model, spatial_shape, tile_shape=None, overlap=None):
     Use it to pick a ``tile_shape`` that fits memory without wasting compute on overlaps.
     """
     info = model_info(model)
+    if isinstance(tile_shape, str):
+        tile_shape, auto_overlap = auto_tiling(model, spatial_shape)
+        overlap = auto_overlap if overlap is None else overlap
     plans = _plan_tiles(tuple(spatial_shape), info, tile_shape, overlap)
     n_tiles = math.prod(len(p.starts) for p in plans)
     processed = n_tiles * math.prod(p.tile + 2 * info.shrink for p in plans)
@@ -247,7 +313,7 @@ class _AxisPlan:
     norm: np.ndarray  # sum of the windows before normalisation, over the original extent
 
 
-def _plan_tiles(spatial_shape, info, tile_shape, overlap):
+def _plan_tiles(spatial_shape, info, tile_shape, overlap, warn=True):
     n_axes = info.ndim
     if tile_shape is None:
         tiles = info.fixed_shape or (None,) * n_axes
@@ -258,7 +324,7 @@ def _plan_tiles(spatial_shape, info, tile_shape, overlap):
                 f"this model only accepts tiles of shape {info.fixed_shape}; got tile_shape={tuple(tiles)}"
             )
     overlaps = _per_axis(info.default_overlap if overlap is None else overlap, n_axes, "overlap", minimum=0)
-    if overlap is not None and min(overlaps) < 2 * info.halo + 1 and tile_shape is not None:
+    if warn and overlap is not None and min(overlaps) < 2 * info.halo + 1 and tile_shape is not None:
         warnings.warn(
             f"overlap {overlaps} is below 2 x halo + 1 = {2 * info.halo + 1} voxels (the receptive field on both "
             "sides of a cut): tiles are blended but will differ slightly from whole-image prediction",
@@ -397,4 +463,4 @@ def _round_up(value, multiple):
     return -(-value // multiple) * multiple
 
 
-__all__ = ["ModelInfo", "model_info", "predict", "tiling_summary"]
+__all__ = ["ModelInfo", "auto_tiling", "model_info", "predict", "tiling_summary"]

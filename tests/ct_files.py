@@ -22,8 +22,9 @@ def write_dicom_slice(
     padding_value=None,
     description="synthetic",
     with_pixels=True,
+    extra=None,
 ):
-    """One CT slice stored as signed 16-bit raw = HU - intercept (slope 1)."""
+    """One CT slice stored as signed 16-bit raw = HU - intercept (slope 1); ``extra``: more elements by keyword."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -42,6 +43,8 @@ def write_dicom_slice(
     dataset.SliceThickness = thickness
     dataset.RescaleSlope = 1
     dataset.RescaleIntercept = intercept
+    for keyword, value in (extra or {}).items():
+        setattr(dataset, keyword, value)
     if with_pixels:
         raw = (np.asarray(hu) - intercept).astype(np.int16)
         dataset.Rows, dataset.Columns = raw.shape

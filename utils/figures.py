@@ -7,6 +7,8 @@
   over the test set, and every panel uses the same grey scale [0, 1] (the reference's 2D demo auto-scaled).
 * :func:`volume_views`: one column per method, rows axial, axial zoom, coronal and sagittal, drawn with
   the voxel spacing so that thick slices look thick; titles give the error and PSNR of the whole volume.
+* :func:`before_after`: a scan before and after denoising (no clean reference), axial and, for volumes,
+  coronal and sagittal views in one display window, with the noise measured in a marked flat patch.
 * :func:`convergence_plot`: relative error (%) after every iteration, TV against SPADE, one panel per
   noise level.
 
@@ -188,6 +190,52 @@ def volume_views(path, clean, panels, spacing=None, zoom=None, centre=None, titl
             Rectangle((cols.start - 0.5, rows.start - 0.5), cols.stop - cols.start, rows.stop - rows.start,
                       fill=False, edgecolor=ZOOM_COLOUR, linewidth=0.9)
         )
+    if title:
+        figure.suptitle(title, fontsize=TITLE_SIZE + 1)
+    return _save(figure, path)
+
+
+def before_after(path, before, after, spacing=None, title=None, patch=None, labels=("before", "after")):
+    """Write ``before`` | ``after`` views of a scan on the [0, 1] display scale (already windowed).
+
+    Args:
+        before, after: ``(D, H, W)`` arrays in [0, 1] (a 2D slice is ``(1, H, W)``); volumes of 8 slices
+            or more also get coronal and sagittal views through the middle.
+        spacing: ``(dz, dy, dx)`` in mm for the aspect of the views (None: isotropic).
+        patch: ``((z, row, col), size, stds)``: a square drawn on the axial views, titled with the std
+            measured there in each image (``stds``, one formatted string per column).
+    """
+    before, after = np.asarray(before, np.float32), np.asarray(after, np.float32)
+    depth, height, width = before.shape
+    dz, dy, dx = spacing if spacing is not None else (1.0, 1.0, 1.0)
+    z = patch[0][0] if patch else depth // 2
+    views = [(f"axial\nz={z}", lambda v: v[z], dy / dx, height * dy / (width * dx))]
+    if depth >= 8:
+        views += [
+            (f"coronal\ny={height // 2}", lambda v: v[::-1, height // 2, :], dz / dx, depth * dz / (width * dx)),
+            (f"sagittal\nx={width // 2}", lambda v: v[::-1, :, width // 2], dz / dy, depth * dz / (height * dy)),
+        ]
+    ratios = [max(r, 0.08) for *_, r in views]
+    figure = Figure(figsize=(2 * PANEL_INCHES * 1.6 + 0.3, PANEL_INCHES * 1.6 * sum(ratios) + 0.5), layout="compressed")
+    axes = figure.subplots(len(views), 2, squeeze=False, gridspec_kw={"height_ratios": ratios})
+    for col, (label, volume) in enumerate(zip(labels, (before, after))):
+        for row, (name, cut, aspect, _) in enumerate(views):
+            ax = axes[row, col]
+            _show(ax, cut(volume), aspect=aspect)
+            ax.set_axis_off()
+            if col == 0:
+                ax.set_axis_on()
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+                ax.set_ylabel(name, fontsize=TITLE_SIZE, rotation=0, ha="right", va="center", labelpad=4)
+        heading = label
+        if patch:
+            (_, r, c), size, stds = patch
+            axes[0, col].add_patch(Rectangle((c - 0.5, r - 0.5), size, size, fill=False, edgecolor=ZOOM_COLOUR, linewidth=0.9))
+            heading = f"{label}: std {stds[col]} in the box"
+        axes[0, col].set_title(heading, fontsize=TITLE_SIZE, pad=3)
     if title:
         figure.suptitle(title, fontsize=TITLE_SIZE + 1)
     return _save(figure, path)

@@ -154,6 +154,8 @@ class CTVolume:
                and for the reference npz (already in [0, 1]).
     contiguous True when slice i and i + 1 are neighbours in space (see the module notes).
     n_files    number of files the volume was built from.
+    files      the files read, in slice order for DICOM series and PNG/TIFF slice folders
+               (what a writer needs to mirror the input file by file).
     """
 
     array: np.ndarray
@@ -163,6 +165,7 @@ class CTVolume:
     hu_window: tuple | None
     contiguous: bool
     n_files: int
+    files: tuple = ()
 
     def describe(self):
         """JSON-ready summary: format, shape, spacing, dtype, min, max, hu_window, n_files,
@@ -516,7 +519,7 @@ def _read_image_slices(source, file_format, files):
             )
         stacks.append(_scale_by_bit_depth(pixels, path))
     array = np.concatenate(stacks, axis=0)
-    return CTVolume(array, str(source), file_format, None, None, _contiguous_by_name(files), len(files))
+    return CTVolume(array, str(source), file_format, None, None, _contiguous_by_name(files), len(files), tuple(files))
 
 
 # --------------------------------------------------------------------------- npz
@@ -603,7 +606,7 @@ def _read_nifti(path, hu_window):
     spacing = tuple(zooms[axis] for axis in order)
     if not all(np.isfinite(s) and s > 0 for s in spacing):
         spacing = None
-    return CTVolume(window_hu(_air_below_air(hu), hu_window), str(path), "nifti", spacing, hu_window, True, 1)
+    return CTVolume(window_hu(_air_below_air(hu), hu_window), str(path), "nifti", spacing, hu_window, True, 1, (path,))
 
 
 # --------------------------------------------------------------------------- DICOM
@@ -820,4 +823,5 @@ def _dicom_volume(source, slices, hu_window):
     pixel_spacing = slices[0].pixel_spacing
     spacing = None if pixel_spacing is None or dz is None else (dz, pixel_spacing[0], pixel_spacing[1])
     hu = np.stack([s.hu for s in slices])
-    return CTVolume(window_hu(hu, hu_window), str(source), "dicom", spacing, hu_window, contiguous, len(slices))
+    files = tuple(s.path for s in slices)
+    return CTVolume(window_hu(hu, hu_window), str(source), "dicom", spacing, hu_window, contiguous, len(slices), files)

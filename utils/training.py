@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from utils import atomic
+from utils import atomic, locks
 from utils.config import TrainingConfig, environment_record
 from utils.errors import ConfigError, DataError, ModelFileError, RunDirectoryError
 from utils.metrics import psnr_metric, ssim_metric
@@ -61,10 +61,13 @@ class RunDirectory:
     def prepare(cls, config, overwrite=False):
         """Create the folder, or decide that an unfinished run there is resumed.
 
-        Returns ``(run_directory, resuming)``. Raises RunDirectoryError when the folder holds a
-        finished run or a run with other settings and ``overwrite`` is False.
+        Returns ``(run_directory, resuming)``. Raises RunDirectoryError when another process holds
+        the folder (:mod:`utils.locks`), or when it holds a finished run or a run with other settings
+        and ``overwrite`` is False.
         """
         run = cls(config.out)
+        # Held until the process ends: a second training on this folder is refused at once.
+        locks.acquire(run.path)
         if run.path.exists() and any(run.path.iterdir()):
             if overwrite:
                 shutil.rmtree(run.path)
