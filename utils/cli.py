@@ -21,7 +21,8 @@ HELP = {
     "prior_decay": "prior weights exp(-decay * distance)",
     "prior_variant": "centred, or the reference repository's off-centre window",
     "noise": "noise standard deviation on the [0, 1] scale (0.05 = 5 %%)",
-    "noise_model": "gaussian or poisson_gaussian",
+    "noise_model": "gaussian, poisson_gaussian, or ct_lowdose (simulated low-dose CT; its level is set by --dose, not --noise)",
+    "dose": "with --noise-model ct_lowdose: fraction of the scan's dose kept, in (0, 1] (0.25 = quarter dose)",
     "noise_range": "blind training: each training sample's Gaussian sigma is drawn uniformly in LO HI "
                    "(validation samples keep fixed sigmas from the seed; the model gets no noise level; "
                    "--noise is then the nominal level for the run name, image panels and assessment)",

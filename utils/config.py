@@ -39,6 +39,7 @@ class TrainingConfig:
     prior_variant: str = "centred"
     noise: float = 0.05
     noise_model: str = "gaussian"
+    dose: float = 1.0
     noise_range: tuple = ()
     patch: tuple = (128, 128)
     central_fraction: float = 1.0
@@ -88,6 +89,8 @@ class TrainingConfig:
             (self.kernel_size >= 1 and self.kernel_size % 2 == 1, f"--kernel-size must be odd and >= 1, got {self.kernel_size}"),
             (math.isfinite(self.noise) and self.noise >= 0, f"--noise must be a finite number >= 0 (fraction of the [0, 1] range), got {self.noise}"),
             (self.noise <= 1, f"--noise is a fraction of the [0, 1] range (0.05 = 5 %), got {self.noise}"),
+            (math.isfinite(self.dose) and 0 < self.dose <= 1, f"--dose is the fraction of the scan's dose kept, in (0, 1], got {self.dose}"),
+            (self.dose == 1 or self.noise_model == "ct_lowdose", f"--dose applies to --noise-model ct_lowdose only, not {self.noise_model!r}"),
             (
                 not self.noise_range
                 or (len(self.noise_range) == 2 and all(math.isfinite(n) for n in self.noise_range)

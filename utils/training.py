@@ -266,7 +266,7 @@ def prepare(config, options):
             raise ConfigError(f"--init-model {config.init_model}: no such model file")
         run, resuming = RunDirectory.prepare(config, overwrite=options.overwrite)
         train_volumes, val_volumes, description = resolve_data(config, quick=options.quick)
-        for message in noisy_target_warnings(description["train"], make_noise(config.noise, config.noise_model).effective_sigma):
+        for message in noisy_target_warnings(description["train"], configured_noise(config).effective_sigma):
             print(f"warning: {message}", file=sys.stderr)
         configure_runtime(config, deterministic=options.deterministic, logical_cpus=options.logical_cpus)
         sources = [volume.get("data_path") for volume in description["train"]]
@@ -314,6 +314,12 @@ def split_validation(volumes, fraction=0.15):
     return [volume[:-n_val]], [volume[-n_val:]]
 
 
+def configured_noise(config):
+    """The run's noise model; ``ct_lowdose`` also gets ``--dose`` and the HU window of the data."""
+    options = {"dose": config.dose, "hu_window": config.hu_window} if config.noise_model == "ct_lowdose" else {}
+    return make_noise(config.noise, config.noise_model, **options)
+
+
 def training_data(config, train_volumes, val_volumes, train_sources=None):
     """The training and validation pipelines described by ``config``.
 
@@ -331,7 +337,7 @@ def training_data(config, train_volumes, val_volumes, train_sources=None):
         zoom_range=config.zoom_range,
     )
     check_patch_fits([v.shape for v in train_volumes + val_volumes], sampling)
-    noise = make_noise(config.noise, config.noise_model)
+    noise = configured_noise(config)
     if config.noise_range:  # blind: sigma drawn per sample in the range; the model gets no noise level
         from utils.noise import GaussianRangeNoise
 
