@@ -19,11 +19,13 @@ import sys
 import time
 from pathlib import Path
 
+from utils.defaults import DEFAULT_HU_WINDOW
+
 # ## Settings (the defaults of the command-line options)
 MODEL = ""  # empty: the shipped model that fits the scan (volume or slices) and its noise
 METHOD = "model"  # model, bm3d, bm4d, tv, spade
 NOISE = "auto"  # auto: estimated from the scan inside the body; or sigma on the window's [0, 1] scale
-HU_WINDOW = (-1000.0, 400.0)
+HU_WINDOW = DEFAULT_HU_WINDOW  # (-1000, 400)
 FORMAT = "same"  # same (the input's), dicom, nifti, png, tiff, npz
 SELF_ENSEMBLE = False  # mean over the flips of the model's axes: better, 4 (2D) or 8 (3D) times slower
 
@@ -72,7 +74,9 @@ try:
     # ## Denoise inside the window, then back to the scan's units
     method = denoising.make_method(args.method, args.model or None, scan, sigma, self_ensemble=args.self_ensemble)
     print(f"denoising {scan.source} {tuple(scan.values.shape)} with {method.description}", file=sys.stderr)
+    denoise_started = time.perf_counter()
     denoised = method.run(scan.model_input)
+    denoise_seconds = time.perf_counter() - denoise_started
     result = denoising.merge_into_scan(scan, denoised, sigma)
     written = scans.write_scan(scan, result, out, output_format, method.description)
 
@@ -91,6 +95,7 @@ try:
         "hu_window": list(scan.hu_window) if scan.is_hu else None,
         "shape": list(scan.values.shape),
         "seconds": None,
+        "denoise_seconds": round(denoise_seconds, 2),
         "figure": None,
     }
     if args.figure:
@@ -98,7 +103,7 @@ try:
         before_std, _ = denoising.flat_region_std(scan.values, region)
         unit = " HU" if scan.is_hu else ""
         stds = [f"{before_std:.1f}{unit}" if scan.is_hu else f"{before_std:.4f}", f"{after_std:.1f}{unit}" if scan.is_hu else f"{after_std:.4f}"]
-        title = f"{'/'.join(Path(args.input).parts[-3:])}: {method.description}, noise sigma {sigma:.3f} ({'estimated' if estimated else 'given'})"
+        title = f"{'/'.join(Path(args.input).parts[-3:])}: {method.description}, noise sigma {sigma:.3f} ({'estimated' if estimated else 'given'}), {denoise_seconds:.1f} s"
         figures.before_after(figure_path, scan.model_input, scans.to_window_scale(scan, result), scan.volume.spacing, title, (region, 15, stds))
         report.update(figure=str(figure_path), flat_region=list(region), flat_std_before=round(before_std, 4), flat_std_after=round(after_std, 4))
 except (ConfigError, DataError, ModelFileError, RunDirectoryError) as error:

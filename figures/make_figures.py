@@ -1,4 +1,4 @@
-"""Regenerate every assessment figure in figures/ and the README's results tables with one command.
+"""Regenerate every assessment figure in figures/ and the results tables of docs/results.md with one command.
 
     python3 figures/make_figures.py --real-ct path/to/real_ct        # phantoms and real CT
     python3 figures/make_figures.py                                 # embedded phantoms only
@@ -6,7 +6,7 @@
 Runs the three assessment demos with their default settings, as a user would, on the embedded
 phantom test set and (with ``--real-ct``) on the held-out real CT series, copies their figures here
 and writes the tables of every run into ``figures/RESULTS.md`` and between the ``results`` markers
-of ``README.md`` (with the table of shipped models, from their records in ``trained_models/``). ``--real-ct`` is a folder holding ``series_crlm_abdomen_dicom`` (the TCIA
+of ``docs/results.md`` (with the table of shipped models, from their records in ``trained_models/``). ``--real-ct`` is a folder holding ``series_crlm_abdomen_dicom`` (the TCIA
 Colorectal-Liver-Metastases series, see ``trained_models/README.md``) and, for the realism figure,
 ``slices_lidc_chest_dicom`` and ``slices_msd_lung_png``.
 
@@ -125,7 +125,7 @@ def replace_between_markers(text, section, body):
     start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        raise SystemExit(f"error: README.md has no {start} ... {end} section to fill")
+        raise SystemExit(f"error: docs/results.md has no {start} ... {end} section to fill")
     return pattern.sub(lambda _: f"{start}\n{body}\n{end}", text)
 
 
@@ -162,10 +162,10 @@ def main():
 
     header = "# Assessment results\n\nMade by `python3 figures/make_figures.py`.\n\n"
     write_text(FIGURES / "RESULTS.md", header + results_markdown(sections, figures_prefix=""))
-    readme = REPO / "README.md"
-    text = replace_between_markers(readme.read_text(encoding="utf-8"), RESULTS_SECTION, results_markdown(sections, "figures/"))
-    write_text(readme, replace_between_markers(text, MODELS_SECTION, shipped_models_markdown()))
-    print(f"wrote {FIGURES / 'RESULTS.md'} and the results section of {readme}")
+    results_page = REPO / "docs" / "results.md"
+    text = replace_between_markers(results_page.read_text(encoding="utf-8"), RESULTS_SECTION, results_markdown(sections, "../figures/"))
+    write_text(results_page, replace_between_markers(text, MODELS_SECTION, shipped_models_markdown()))
+    print(f"wrote {FIGURES / 'RESULTS.md'} and the results sections of {results_page}")
 
 
 if __name__ == "__main__":

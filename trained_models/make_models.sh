@@ -17,7 +17,7 @@
 # machine's speed or load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${REAL_CT:?set REAL_CT to the folder holding slices_lidc_chest_dicom}"
+: "${REAL_CT:?set REAL_CT to the real_ct folder (slices_lidc_chest_dicom and the datasets of data/real_ct_split.json)}"
 RUNS=results/shipped
 python3 -m utils.phantom
 
@@ -26,7 +26,19 @@ python3 -m utils.phantom
 MIXED_2D=(--data data/phantom/train "$REAL_CT/slices_lidc_chest_dicom" --balance-data
           --validation-data data/phantom/val --window-augmentation 0.5)
 
+# The real-CT recipe: phantoms plus every real training volume of the patient-level split
+# (data/real_ct_split.json; its test patients are never read): the clean slices and series, and the
+# 18 low-dose training volumes, whose own noise (about 0.015-0.019 on the window's scale) stays in
+# their targets; they are the only contiguous real volumes, which the neighbour prior needs. Window
+# augmentation, and a random in-plane zoom of 0.3-1.6 so that pixels of about 0.5-3 mm are seen.
+# Every volume gives 8 samples an epoch (most real volumes are single slices).
+REAL_2D=(--data data/phantom/train $(python3 -m utils.real_ct_split train --root "$REAL_CT" --kinds clean lowdose)
+         --samples-per-volume 8 --validation-data data/phantom/val --window-augmentation 0.5 --zoom-range 0.3 1.6)
+
 declare -A COMMANDS=(
+  [unet2d_blind]="Train_model_denoising2D.py --model unet --filters 24 --depth 3 --noise 0.05 --noise-range 0.01 0.12 --epochs 150"
+  [resprunet2d_blind]="Train_model_denoising2D.py --model resprunet --filters 24 --depth 3 --noise 0.05 --noise-range 0.01 0.12 --epochs 150"
+  [unet2d_lowdose]="Train_model_denoising2D.py --model unet --filters 24 --depth 3 --noise-model ct_lowdose --dose 0.25 --epochs 60"
   [convnet2d_noise0.02]="Train_model_denoising2D.py --model convnet --filters 64 --noise 0.02 --epochs 25"
   [convnet2d_noise0.05]="Train_model_denoising2D.py --model convnet --filters 64 --noise 0.05 --epochs 25"
   [unet2d_noise0.02]="Train_model_denoising2D.py --model unet --noise 0.02 --epochs 480"
@@ -34,13 +46,14 @@ declare -A COMMANDS=(
   [unet3d_noise0.05]="Train_model_denoising3D.py --model unet --noise 0.05"
   [resprunet3d_noise0.05]="Train_model_denoising3D.py --model resprunet --noise 0.05"
 )
-ORDER=(unet2d_noise0.05 convnet2d_noise0.05 resprunet3d_noise0.05 unet3d_noise0.05 unet2d_noise0.02 convnet2d_noise0.02)
+ORDER=(unet2d_blind unet2d_lowdose resprunet2d_blind unet2d_noise0.05 convnet2d_noise0.05 resprunet3d_noise0.05 unet3d_noise0.05 unet2d_noise0.02 convnet2d_noise0.02)
 [ $# -gt 0 ] && ORDER=("$@")
 
 for name in "${ORDER[@]}"; do
   read -r -a command <<< "${COMMANDS[$name]:?unknown model $name; choose from ${!COMMANDS[*]}}"
   extra=()
-  [[ $name == *2d_* ]] && extra=("${MIXED_2D[@]}")
+  [[ $name == *2d_noise* ]] && extra=("${MIXED_2D[@]}")
+  [[ $name == *2d_blind* || $name == *2d_lowdose* ]] && extra=("${REAL_2D[@]}")
   run=(python3 "${command[@]}" "${extra[@]}" --time-limit-minutes 0 --out "$RUNS/$name")
   echo "== $name: ${run[*]}"
   "${run[@]}"

@@ -29,12 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.defaults import MODELS_DIR, PRIOR_DECAY, PRIOR_HALF_WINDOW, PRIOR_VARIANT
 from utils.errors import ConfigError, ModelFileError
 from utils.prior import neighbour_prior
 
 METHODS = ("model", "bm3d", "bm4d", "tv", "spade")
 OUTSIDE_MARGIN_SIGMAS = 3.0
-DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "trained_models"
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / MODELS_DIR
 # Shipped models, best first, for a contiguous volume and for 2D slices: on the real volumes of the
 # real-CT assessment the 2D U-Net applied slice by slice scored above the shipped 3D models (issue 16
 # table: 38.60 dB against 36.85 for ResPrU-Net 3D at 5 %), so it is the default for volumes too.
@@ -87,10 +88,12 @@ def choose_model(scan, sigma, folder=DEFAULT_MODELS_DIR):
             continue
         low, high = (config.get("noise_range") or (config["noise"], config["noise"]))[:2]
         mismatch = 0.0 if low <= sigma <= high else min(abs(math.log(max(sigma, 1e-4) / max(v, 1e-4))) for v in (low, high))
-        candidates.append((round(mismatch, 1), ranking.index(key), str(path)))
+        blind = config.get("noise_range") is not None and len(config.get("noise_range")) == 2
+        # A blind model is preferred to a per-level one that fits as well: it was trained on every level.
+        candidates.append((round(mismatch, 1), ranking.index(key), not blind, str(path)))
     if not candidates:
         raise ConfigError(f"no shipped model in {folder} fits a {kind} input; pass --model FILE or --method bm3d")
-    return Path(min(candidates)[2])
+    return Path(min(candidates)[-1])
 
 
 def make_method(name, model_path, scan, sigma, self_ensemble=False, models_dir=DEFAULT_MODELS_DIR):
@@ -129,9 +132,9 @@ def _model_method(path, scan, self_ensemble):
             path, f"is a 3D model, but {scan.source} holds {len(scan.model_input)} separate slice(s), not a contiguous volume; use a 2D model"
         )
     prior_settings = {
-        "half_window": int(config.get("prior_half_window", 4)),
-        "decay": float(config.get("prior_decay", 0.04)),
-        "variant": config.get("prior_variant", "centred"),
+        "half_window": int(config.get("prior_half_window", PRIOR_HALF_WINDOW)),
+        "decay": float(config.get("prior_decay", PRIOR_DECAY)),
+        "variant": config.get("prior_variant", PRIOR_VARIANT),
     }
 
     def run(x):
