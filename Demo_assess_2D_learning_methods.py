@@ -21,16 +21,18 @@ really noisy, and each panel's error is that of the image shown.
 import argparse
 from pathlib import Path
 
+from utils import defaults
+
 # ## Settings (the defaults of the command-line options)
 DATA = ()  # empty: the embedded phantom test split, data/phantom/test (generated on first use)
 NOISE = 0.05  # standard deviation on the [0, 1] scale: 0.02, 0.05, 0.10 in the paper
-MODELS_DIR = "trained_models"  # default models: the 2D ones in here trained at NOISE
+MODELS_DIR = defaults.MODELS_DIR  # trained_models; default models: the 2D ones in here trained at NOISE
 METHODS = "noisy,tv,bm3d"  # baselines; any of noisy,tv,spade,bm3d, or none
 SLICES_PER_VOLUME = 8  # evenly spaced test slices per volume (BM3D takes seconds per slice)
 SELF_ENSEMBLE = False  # models predict the mean over flips of their axes (4 in 2D, 8 in 3D): better, that many times slower
-SEED = 2020
-HU_WINDOW = (-1000.0, 400.0)
-TUNED_DIR = "results/tuned"
+SEED = defaults.ASSESSMENT_SEED  # 2020
+HU_WINDOW = defaults.DEFAULT_HU_WINDOW  # (-1000, 400)
+TUNED_DIR = defaults.TUNED_DIR  # results/tuned
 OUT = ""  # empty: results/assess2d_<noise>
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)

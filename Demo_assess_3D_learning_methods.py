@@ -21,18 +21,20 @@ dividing one slice's error by the whole volume's norm (which deflated its errors
 import argparse
 from pathlib import Path
 
+from utils import defaults
+
 # ## Settings (the defaults of the command-line options)
 DATA = ()  # empty: the embedded phantom test split, data/phantom/test (generated on first use)
 NOISE = 0.05  # standard deviation on the [0, 1] scale
-MODELS_DIR = "trained_models"  # default models: the 2D and 3D ones in here trained at NOISE
+MODELS_DIR = defaults.MODELS_DIR  # trained_models; default models: the 2D and 3D ones in here trained at NOISE
 METHODS = "noisy,tv,spade,bm4d"  # baselines; any of noisy,tv,spade,bm3d,bm4d, or none
 MAX_DEPTH = 16  # central slices kept per volume (0: all); BM4D costs about 10 us per voxel on 2 cores
 MAX_SIZE = 0  # central in-plane crop, pixels (0: none)
 TILE = ()  # largest tile a 3D model sees at once, D H W; empty: chosen from the model and the memory available
 SELF_ENSEMBLE = False  # models predict the mean over flips of their axes (4 in 2D, 8 in 3D): better, that many times slower
-SEED = 2020
-HU_WINDOW = (-1000.0, 400.0)
-TUNED_DIR = "results/tuned"
+SEED = defaults.ASSESSMENT_SEED  # 2020
+HU_WINDOW = defaults.DEFAULT_HU_WINDOW  # (-1000, 400)
+TUNED_DIR = defaults.TUNED_DIR  # results/tuned
 OUT = ""  # empty: results/assess3d_<noise>
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)

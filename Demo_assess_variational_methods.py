@@ -22,15 +22,17 @@ The reference repository's variational demo was never written ("under constructi
 import argparse
 from pathlib import Path
 
+from utils import defaults
+
 # ## Settings (the defaults of the command-line options)
 DATA = ()  # empty: the embedded phantom test split, data/phantom/test (generated on first use)
 NOISE = "0.02,0.05,0.10"  # standard deviations on the [0, 1] scale, the paper's three levels
 METHODS = "noisy,tv,spade,bm3d,bm4d"
 MAX_DEPTH = 16  # central slices kept per volume (0: all)
 MAX_SIZE = 128  # central in-plane crop in pixels (0: none)
-SEED = 2020
-HU_WINDOW = (-1000.0, 400.0)
-TUNED_DIR = "results/tuned"
+SEED = defaults.ASSESSMENT_SEED  # 2020
+HU_WINDOW = defaults.DEFAULT_HU_WINDOW  # (-1000, 400)
+TUNED_DIR = defaults.TUNED_DIR  # results/tuned
 OUT = "results/assess_variational"
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -14,10 +14,11 @@ import sys
 
 from utils.cli import parse_training_args
 from utils.config import TrainingConfig
+from utils.defaults import DEFAULT_HU_WINDOW
 
 # ## Settings (the defaults of the command-line options)
 MODEL = "unet"  # convnet, cnn2, cnn7, resnet, dncnn, unet, resprunet
-FILTERS = 24  # first-level filters (768,361 parameters at depth 3: a 3 MB model file)
+FILTERS = 24  # first-level filters of MODEL (768,361 parameters at depth 3: 3 MB); another --model: its family default
 DEPTH = 3  # poolings of the U-Net: a receptive field of about 100 pixels
 RESIDUAL = True  # learn the noise (input + correction); --no-residual is the reference's plain U-Net
 NOISE = 0.05  # standard deviation on the [0, 1] scale: 0.02, 0.05, 0.10 in the paper
@@ -27,7 +28,7 @@ EPOCHS = 100
 LEARNING_RATE = 1e-3
 LR_SCHEDULE = "cosine"  # constant or cosine
 DATA = ()  # empty: the embedded phantoms in data/phantom/
-HU_WINDOW = (-1000.0, 400.0)
+HU_WINDOW = DEFAULT_HU_WINDOW  # (-1000, 400)
 PRECISION = "mixed_bfloat16"  # float32, mixed_bfloat16 (CPUs with AVX512-BF16, recent GPUs), mixed_float16 (GPUs)
 TIME_LIMIT_MINUTES = 14.0  # a guard: the 100 default epochs take 14 minutes on 2 CPU cores
 SEED = 0

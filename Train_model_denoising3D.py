@@ -16,10 +16,11 @@ import sys
 
 from utils.cli import parse_training_args
 from utils.config import TrainingConfig
+from utils.defaults import DEFAULT_HU_WINDOW
 
 # ## Settings (the defaults of the command-line options)
 MODEL = "resprunet"  # resprunet, unet, cnn2 (the reference's 3D CNN), convnet, dncnn, ...
-FILTERS = 16
+FILTERS = 16  # first-level filters of MODEL; another --model: its family default
 DEPTH = 3  # poolings: a 2x8x8 bottleneck for 16x64x64 patches (the README compares it with depth 2)
 NOISE = 0.05  # standard deviation on the [0, 1] scale: 0.02, 0.05, 0.10 in the paper
 PATCH = (16, 64, 64)
@@ -30,7 +31,7 @@ EPOCHS = 45  # long epochs: validation and checkpoints cost about 3 s per epoch 
 LEARNING_RATE = 1e-3
 LR_SCHEDULE = "cosine"  # constant or cosine
 DATA = ()  # empty: the embedded phantoms in data/phantom/
-HU_WINDOW = (-1000.0, 400.0)
+HU_WINDOW = DEFAULT_HU_WINDOW  # (-1000, 400)
 PRECISION = "mixed_bfloat16"  # float32, mixed_bfloat16 (CPUs with AVX512-BF16, recent GPUs), mixed_float16 (GPUs)
 TIME_LIMIT_MINUTES = 15.0  # a guard: the default 45 epochs take 12-14.5 minutes on 2 CPU cores
 SEED = 0

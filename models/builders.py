@@ -47,11 +47,8 @@ to the prior; for both the flag changes nothing.
 import keras
 
 from models import layers as L
+from utils.defaults import DEFAULT_FILTERS, MODEL_NAMES  # defined there, TF-free, for the configuration too
 from utils.errors import ConfigError
-
-MODEL_NAMES = ("convnet", "cnn2", "cnn7", "resnet", "dncnn", "unet", "resprunet")
-
-DEFAULT_FILTERS = {"convnet": 64, "cnn2": 32, "cnn7": 32, "resnet": 32, "dncnn": 64, "unet": 32, "resprunet": 32}
 
 # Options beyond the named arguments, per family, with their defaults.
 _EXTRA_OPTIONS = {

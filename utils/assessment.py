@@ -57,6 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils import defaults
 from utils.atomic import atomic_open, write_text
 from utils.errors import ConfigError, DataError, ModelFileError
 from utils.metrics import all_metrics, psnr
@@ -69,16 +70,16 @@ try:  # progress bars are a convenience; their absence must never stop an assess
 except ImportError:  # pragma: no cover
     tqdm = None
 
-DEFAULT_SEED = 2020
+DEFAULT_SEED = defaults.ASSESSMENT_SEED
 METRIC_COLUMNS = ("method", "sample", "noise", "psnr", "ssim", "rel_err_percent", "seconds")
 BASELINES = ("noisy", "tv", "spade", "bm3d", "bm4d")
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
-DEFAULT_MODELS_DIR = Path("trained_models")
-DEFAULT_TUNED_DIR = Path("results/tuned")
+DEFAULT_MODELS_DIR = Path(defaults.MODELS_DIR)
+DEFAULT_TUNED_DIR = Path(defaults.TUNED_DIR)
 
 # The neighbour prior used by SPADE and by ResPrU-Net models whose config does not say otherwise
 # (the defaults of utils.prior and of the training configuration).
-DEFAULT_PRIOR = {"half_window": 4, "decay": 0.04, "variant": "centred"}
+DEFAULT_PRIOR = dict(defaults.DEFAULT_PRIOR)
 
 # Tuning on the embedded validation phantoms: one seeded noise realisation, small central crops,
 # so that a missing entry costs seconds (TV, SPADE) to about a minute (BM3D, BM4D) on 2 cores.
@@ -110,7 +111,7 @@ class NoisyVolume:
     spacing: tuple | None
     _priors: dict = dataclasses.field(default_factory=dict, repr=False)
 
-    def prior(self, half_window=4, decay=0.04, variant="centred"):
+    def prior(self, half_window=defaults.PRIOR_HALF_WINDOW, decay=defaults.PRIOR_DECAY, variant=defaults.PRIOR_VARIANT):
         """Neighbour prior of the whole noisy volume (cached per setting)."""
         if not self.contiguous or self.noisy.shape[0] < 2:
             raise ConfigError(
@@ -152,7 +153,7 @@ class Sample:
     def has_prior(self):
         return self.volume.contiguous and self.volume.noisy.shape[0] >= 2
 
-    def prior(self, half_window=4, decay=0.04, variant="centred"):
+    def prior(self, half_window=defaults.PRIOR_HALF_WINDOW, decay=defaults.PRIOR_DECAY, variant=defaults.PRIOR_VARIANT):
         return self.volume.prior(half_window, decay, variant)[self.index]
 
     def describe(self):

@@ -14,59 +14,120 @@ import subprocess
 import sys
 from pathlib import Path
 
+from utils.defaults import (
+    DEFAULT_FILTERS,
+    DEFAULT_HU_WINDOW,
+    MODEL_NAMES,
+    PRIOR_DECAY,
+    PRIOR_HALF_WINDOW,
+    PRIOR_VARIANT,
+    PRIOR_VARIANTS,
+)
 from utils.errors import ConfigError
 
-MODEL_NAMES = ("convnet", "cnn2", "cnn7", "resnet", "dncnn", "unet", "resprunet")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("none", "mirrored", "multiworker")
-PRIOR_VARIANTS = ("centred", "reference")
 LR_SCHEDULES = ("constant", "cosine")
+
+
+def _setting(default, help, valid=""):
+    """A configuration field with its command-line help and, as text, its valid values (checked in ``validate``)."""
+    return dataclasses.field(default=default, metadata={"help": help, "valid": valid})
 
 
 @dataclasses.dataclass
 class TrainingConfig:
-    """All settings of a training run (the top-of-script constants, overridable from the CLI)."""
+    """All settings of a training run (the top-of-script constants, overridable from the CLI).
 
-    ndim: int = 2
-    model: str = "unet"
-    filters: int = 32
-    depth: int = 2
-    kernel_size: int = 3
-    residual: bool = False
-    prior: bool = False
-    prior_half_window: int = 4
-    prior_decay: float = 0.04
-    prior_variant: str = "centred"
-    noise: float = 0.05
-    noise_model: str = "gaussian"
-    dose: float = 1.0
-    noise_range: tuple = ()
-    patch: tuple = (128, 128)
-    central_fraction: float = 1.0
-    window_augmentation: float = 0.0
-    zoom_range: tuple = ()
-    batch_size: int = 16
-    samples_per_volume: int = 0
-    validation_samples_per_volume: int = 0
-    balance_data: bool = False
-    epochs: int = 30
-    learning_rate: float = 1e-3
-    lr_schedule: str = "constant"
-    data: tuple = ()
-    validation_data: tuple = ()
-    hu_window: tuple = (-1000.0, 400.0)
-    precision: str = "float32"
-    distribute: str = "none"
-    out: str = ""
-    seed: int = 0
-    patience: int = 0
-    reduce_lr_patience: int = 0
-    time_limit_minutes: float = 0.0
-    init_model: str = ""
-    tensorboard_update_freq: str = "epoch"
-    histogram_freq: int = 1
-    image_freq: int = 1
-    profile_batch: tuple = ()
+    Each field carries its help text and valid values (``dataclasses.fields(TrainingConfig)[i].metadata``);
+    ``utils.cli`` turns them into the ``--dashed-name`` options.
+    """
+
+    ndim: int = _setting(2, "2 for slice models, 3 for volume models", "2 or 3")
+    model: str = _setting("unet", "architecture", ", ".join(MODEL_NAMES))
+    filters: int = _setting(
+        0,
+        "filters of the first level (0: the model family's default, "
+        + ", ".join(f"{name} {n}" for name, n in DEFAULT_FILTERS.items())
+        + ")",
+        ">= 1, or 0",
+    )
+    depth: int = _setting(2, "number of poolings of the U-Nets", ">= 0; patch sizes multiples of 2**depth")
+    kernel_size: int = _setting(3, "convolution kernel size", "odd, >= 1")
+    residual: bool = _setting(False, "plain U-Net learns the correction to its input")
+    prior: bool = _setting(False, "feed the neighbour-slice prior (derived: set by --model resprunet)")
+    prior_half_window: int = _setting(PRIOR_HALF_WINDOW, "prior window: slices on each side of the centre", ">= 0")
+    prior_decay: float = _setting(PRIOR_DECAY, "prior weights exp(-decay * distance)", ">= 0")
+    prior_variant: str = _setting(
+        PRIOR_VARIANT, "centred, or the reference repository's off-centre window", ", ".join(PRIOR_VARIANTS)
+    )
+    noise: float = _setting(0.05, "noise standard deviation on the [0, 1] scale (0.05 = 5 %)", "[0, 1]")
+    noise_model: str = _setting(
+        "gaussian",
+        "gaussian, poisson_gaussian, or ct_lowdose (simulated low-dose CT; its level is set by --dose, not --noise)",
+        "a name in utils.noise.NOISE_MODELS",
+    )
+    dose: float = _setting(
+        1.0, "with --noise-model ct_lowdose: fraction of the scan's dose kept (0.25 = quarter dose)", "(0, 1]"
+    )
+    noise_range: tuple = _setting(
+        (),
+        "blind training: each training sample's Gaussian sigma is drawn uniformly in LO HI "
+        "(validation samples keep fixed sigmas from the seed; the model gets no noise level; "
+        "--noise is then the nominal level for the run name, image panels and assessment)",
+        "empty, or LO HI with 0 <= LO < HI <= 1 and LO <= --noise <= HI; gaussian noise only",
+    )
+    patch: tuple = _setting((128, 128), "patch size: H W in 2D, D H W in 3D", "ndim positive sizes")
+    central_fraction: float = _setting(1.0, "crops are drawn inside this central fraction of each slice", "(0, 1]")
+    window_augmentation: float = _setting(
+        0.0, "probability of re-windowing a sample to a narrow 8-bit window", "[0, 1]"
+    )
+    zoom_range: tuple = _setting(
+        (),
+        "random in-plane zoom LO HI per training sample, log-uniform scale factors "
+        "(0.5 = pixels twice as large, 2 = half as large; resampled before the noise is added; none when empty)",
+        "empty, or LO HI with 0 < LO <= HI",
+    )
+    batch_size: int = _setting(16, "samples per batch", ">= 1")
+    samples_per_volume: int = _setting(
+        0, "samples per volume per epoch (0: one per slice in 2D, one per patch depth in 3D)", ">= 0"
+    )
+    validation_samples_per_volume: int = _setting(
+        0, "fixed validation samples per volume (0: one per slice in 2D, one per patch depth in 3D)", ">= 0"
+    )
+    balance_data: bool = _setting(
+        False, "every --data path gets the same share of each epoch's samples (else each its number of slices or patches)"
+    )
+    epochs: int = _setting(30, "training epochs", ">= 1")
+    learning_rate: float = _setting(1e-3, "Adam learning rate (the start value with --lr-schedule cosine)", "> 0")
+    lr_schedule: str = _setting(
+        "constant", "constant, or cosine decay to 1 % over the planned epochs", ", ".join(LR_SCHEDULES)
+    )
+    data: tuple = _setting(
+        (),
+        "training data: any number of paths (PNG/TIFF folders, npz, NIfTI, DICOM); default: the embedded phantoms",
+        "existing paths",
+    )
+    validation_data: tuple = _setting(
+        (),
+        "validation data paths; default: the embedded validation phantoms, or volumes held out of --data",
+        "existing paths",
+    )
+    hu_window: tuple = _setting(DEFAULT_HU_WINDOW, "HU window mapped to [0, 1]", "LO HI with LO < HI")
+    precision: str = _setting("float32", "mixed precision policy", ", ".join(PRECISIONS))
+    distribute: str = _setting("none", "distribution strategy", ", ".join(STRATEGIES))
+    out: str = _setting("", "run folder (default results/<model>_<noise>_<time>)")
+    seed: int = _setting(0, "seed of shuffles, crops and noise")
+    patience: int = _setting(0, "early-stopping patience in epochs (0: off)", ">= 0")
+    reduce_lr_patience: int = _setting(
+        0, "halve the learning rate after this many epochs without progress (0: off)", ">= 0; not with --lr-schedule cosine"
+    )
+    time_limit_minutes: float = _setting(0.0, "stop before an epoch that would end after this many minutes (0: off)")
+    init_model: str = _setting("", "continue training from this model (.keras, or a reference repository .h5)", "an existing file")
+    tensorboard_update_freq: str = _setting("epoch", "TensorBoard scalars every 'epoch', 'batch', or N batches")
+    histogram_freq: int = _setting(1, "weight histograms every N epochs (0: off)")
+    image_freq: int = _setting(1, "validation image panel every N epochs (0: off)")
+    profile_batch: tuple = _setting((), "profile batches START STOP with the TensorFlow profiler", "empty, or START STOP")
 
     def __post_init__(self):
         self.patch = tuple(int(p) for p in self.patch)
@@ -78,13 +139,15 @@ class TrainingConfig:
         self.profile_batch = tuple(int(b) for b in self.profile_batch)
         if self.model == "resprunet":
             self.prior = True
+        if self.filters == 0:  # the family default (an unknown model keeps 0 and fails validation on its name)
+            self.filters = DEFAULT_FILTERS.get(self.model, 0)
 
     def validate(self):
         """Raise ConfigError naming the first bad setting; return self for chaining."""
         checks = [
             (self.ndim in (2, 3), f"ndim must be 2 or 3, got {self.ndim}"),
             (self.model in MODEL_NAMES, f"unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)}"),
-            (self.filters >= 1, f"--filters must be >= 1, got {self.filters}"),
+            (self.filters >= 1, f"--filters must be >= 1 (0: the family default), got {self.filters}"),
             (self.depth >= 0, f"--depth must be >= 0, got {self.depth}"),
             (self.kernel_size >= 1 and self.kernel_size % 2 == 1, f"--kernel-size must be odd and >= 1, got {self.kernel_size}"),
             (math.isfinite(self.noise) and self.noise >= 0, f"--noise must be a finite number >= 0 (fraction of the [0, 1] range), got {self.noise}"),
@@ -171,6 +234,21 @@ class TrainingConfig:
     def from_json(cls, path):
         with open(path, encoding="utf-8") as handle:
             return cls.from_dict(json.load(handle))
+
+
+def resolve_filters(model, given=0, script_model="", script_filters=0, quick=False):
+    """First-level filters of a run, resolved in this one place.
+
+    ``given`` (``--filters``, 0 when absent) wins; else a script's own ``script_filters`` apply to
+    its default ``script_model`` (the 2D script's 24-filter U-Net), or to every model with ``--quick``
+    (which shrinks the network); else the family default of ``utils.defaults.DEFAULT_FILTERS``
+    (convnet 64, unet 32, ...). An unknown model resolves to 0, refused by ``validate`` by its name.
+    """
+    if given:
+        return int(given)
+    if script_filters and (quick or model == script_model):
+        return int(script_filters)
+    return DEFAULT_FILTERS.get(model, 0)
 
 
 def environment_record():

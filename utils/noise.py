@@ -12,6 +12,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from utils.defaults import DEFAULT_HU_WINDOW
 from utils.errors import ConfigError
 
 NOISE_MODELS = {}
@@ -131,8 +132,8 @@ class CTLowDoseNoise:
 
     sigma: float = 0.0
     dose: float = 1.0
-    hu_lo: float = -1000.0
-    hu_hi: float = 400.0
+    hu_lo: float = DEFAULT_HU_WINDOW[0]
+    hu_hi: float = DEFAULT_HU_WINDOW[1]
     pixel_spacing_mm: float = 0.7
     body_mm: float = 250.0
     n_views: int = 360

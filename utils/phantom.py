@@ -92,15 +92,15 @@ from scipy import ndimage as ndi
 from scipy.special import ndtri
 
 from utils.atomic import atomic_path, write_json
+from utils.defaults import AIR_HU, PHANTOM_DIR
 from utils.errors import ConfigError, RunDirectoryError
 
 GENERATOR_VERSION = "1.0"
 DEFAULT_SHAPE = (64, 256, 256)
 DEFAULT_SPACING = (2.5, 1.0, 1.0)
-DEFAULT_DIR = Path("data/phantom")
+DEFAULT_DIR = Path(PHANTOM_DIR)
 DEFAULT_COUNTS = {"train": 8, "val": 2, "test": 2}
 SPLITS = ("train", "val", "test")
-AIR_HU = -1000.0
 MANIFEST_NAME = "manifest.json"
 FILE_PATTERN = "phantom_{index:03d}.nii.gz"
 

@@ -24,12 +24,12 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from utils.defaults import DEFAULT_HU_WINDOW, PRIOR_DECAY, PRIOR_HALF_WINDOW, PRIOR_VARIANT
 from utils.errors import ConfigError
 from utils.noise import GaussianNoise
 from utils.prior import neighbour_prior_tf, prior_offsets_and_weights
 
 AUTOTUNE = tf.data.AUTOTUNE
-DEFAULT_HU_WINDOW = (-1000.0, 400.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,9 +60,9 @@ class PatchSampling:
 
     patch: tuple
     use_prior: bool = False
-    prior_half_window: int = 4
-    prior_decay: float = 0.04
-    prior_variant: str = "centred"
+    prior_half_window: int = PRIOR_HALF_WINDOW
+    prior_decay: float = PRIOR_DECAY
+    prior_variant: str = PRIOR_VARIANT
     central_fraction: float = 1.0
     flips: bool = True
     window_augmentation: float = 0.0

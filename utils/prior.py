@@ -20,12 +20,11 @@ The paper's exact kernel is not published; both are documented reconstructions.
 import numpy as np
 import tensorflow as tf
 
+from utils.defaults import PRIOR_DECAY, PRIOR_HALF_WINDOW, PRIOR_VARIANT, PRIOR_VARIANTS
 from utils.errors import ConfigError
 
-PRIOR_VARIANTS = ("centred", "reference")
 
-
-def prior_offsets_and_weights(half_window=4, decay=0.04, variant="centred"):
+def prior_offsets_and_weights(half_window=PRIOR_HALF_WINDOW, decay=PRIOR_DECAY, variant=PRIOR_VARIANT):
     """Return integer offsets ``k`` and unnormalised weights ``w_k`` of the slice window."""
     if variant == "centred":
         if half_window < 0:
@@ -42,7 +41,7 @@ def prior_offsets_and_weights(half_window=4, decay=0.04, variant="centred"):
     return offsets, np.exp(-decay * distances)
 
 
-def neighbour_prior(noisy, half_window=4, decay=0.04, variant="centred", axis=0):
+def neighbour_prior(noisy, half_window=PRIOR_HALF_WINDOW, decay=PRIOR_DECAY, variant=PRIOR_VARIANT, axis=0):
     """Prior of every slice of ``noisy`` along ``axis`` (numpy; any number of dimensions)."""
     noisy = np.asarray(noisy, dtype=np.float32)
     offsets, weights = prior_offsets_and_weights(half_window, decay, variant)
@@ -60,7 +59,7 @@ def neighbour_prior(noisy, half_window=4, decay=0.04, variant="centred", axis=0)
     return np.moveaxis(total / norm.reshape(shape).astype(np.float32), 0, axis)
 
 
-def neighbour_prior_tf(noisy, half_window=4, decay=0.04, variant="centred"):
+def neighbour_prior_tf(noisy, half_window=PRIOR_HALF_WINDOW, decay=PRIOR_DECAY, variant=PRIOR_VARIANT):
     """TensorFlow twin of :func:`neighbour_prior` along axis 0, for use inside tf.data maps."""
     offsets, weights = prior_offsets_and_weights(half_window, decay, variant)
     depth = tf.shape(noisy)[0]

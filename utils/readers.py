@@ -101,13 +101,11 @@ import tifffile
 from PIL import Image
 from pydicom.pixels import apply_modality_lut
 
+from utils.defaults import DEFAULT_HU_WINDOW, HU_FLOOR
 from utils.errors import ConfigError, DataError
 
-DEFAULT_HU_WINDOW = (-1000.0, 400.0)
-
-# Air is about -1000 HU; nothing physical lies below -1024, the lowest value of a 12-bit
+# Air is about -1000 HU; nothing physical lies below HU_FLOOR (-1024), the lowest value of a 12-bit
 # scanner range shifted by the usual -1024 intercept. Lower values are padding markers.
-AIR_HU = -1024.0
 
 MAX_FOLDER_DEPTH = 6
 
@@ -399,8 +397,8 @@ def _require_finite(array, path, what):
 
 
 def _air_below_air(hu):
-    """Clamp everything below air to air (padding markers such as -3024 HU)."""
-    return np.maximum(hu, np.float32(AIR_HU))
+    """Raise everything below the HU floor to it (padding markers such as -3024 HU)."""
+    return np.maximum(hu, np.float32(HU_FLOOR))
 
 
 # --------------------------------------------------------------------------- PNG / TIFF
@@ -694,7 +692,7 @@ def _dicom_slice_from_dataset(path, dataset):
     hu = np.asarray(apply_modality_lut(raw, dataset), dtype=np.float32)
     padding = _padding_mask(dataset, raw)
     if padding is not None:
-        hu[padding] = AIR_HU
+        hu[padding] = HU_FLOOR
     _require_finite(hu, path, "pixel data after rescale")
     instance = dataset.get("InstanceNumber")
     pixel_spacing = _optional_floats(dataset, "PixelSpacing", 2)
