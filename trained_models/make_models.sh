@@ -36,9 +36,9 @@ REAL_2D=(--data data/phantom/train $(python3 -m utils.real_ct_split train --root
          --samples-per-volume 8 --validation-data data/phantom/val --window-augmentation 0.5 --zoom-range 0.3 1.6)
 
 declare -A COMMANDS=(
-  [unet2d_blind]="Train_model_denoising2D.py --model unet --filters 24 --depth 3 --noise 0.05 --noise-range 0.01 0.12 --epochs 150"
-  [resprunet2d_blind]="Train_model_denoising2D.py --model resprunet --filters 24 --depth 3 --noise 0.05 --noise-range 0.01 0.12 --epochs 150"
-  [unet2d_lowdose]="Train_model_denoising2D.py --model unet --filters 24 --depth 3 --noise-model ct_lowdose --dose 0.25 --epochs 60"
+  [unet2d_blind]="Train_model_denoising2D.py --model unet --filters 24 --depth 3 --noise 0.05 --noise-range 0.01 0.12 --epochs 100"
+  [resprunet2d_blind]="Train_model_denoising2D.py --model resprunet --filters 24 --depth 3 --noise 0.05 --noise-range 0.01 0.12 --epochs 100"
+  [unet2d_lowdose]="Train_model_denoising2D.py --model unet --filters 24 --depth 3 --noise-model ct_lowdose --dose 0.25 --epochs 50"
   [convnet2d_noise0.02]="Train_model_denoising2D.py --model convnet --filters 64 --noise 0.02 --epochs 25"
   [convnet2d_noise0.05]="Train_model_denoising2D.py --model convnet --filters 64 --noise 0.05 --epochs 25"
   [unet2d_noise0.02]="Train_model_denoising2D.py --model unet --noise 0.02 --epochs 480"
