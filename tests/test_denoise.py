@@ -11,6 +11,7 @@ import pydicom
 import pytest
 from PIL import Image
 
+from benchmarks.denoise import CASES
 from models import build_model, predict, save_model
 from models.inference import auto_tiling
 from tests.conftest import REPO
@@ -316,3 +317,14 @@ def test_real_dicom_series_round_trip_with_the_shipped_model(tmp_path, real_ct):
     assert padding.any() and np.array_equal(back.values[padding], scan.values[padding])
     first_in, first_out = pydicom.dcmread(scan.files[0]), pydicom.dcmread(back.files[0])
     assert first_out.PatientID == first_in.PatientID and first_out.SeriesInstanceUID != first_in.SeriesInstanceUID
+
+
+@pytest.mark.e2e
+def test_denoise_benchmark_quick_run_writes_its_table(tmp_path):
+    stem = tmp_path / "RESULTS_denoise"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.denoise", "--quick", "--out", str(stem)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(stem.with_suffix(".json").read_text())
+    assert [case["method"] for case in record["cases"]] == [label for label, _ in CASES]
+    assert all(case["seconds"] > 0 and case["peak_memory_gb"] > 0 for case in record["cases"])
+    assert record["cases"][-1]["extrapolated"] and "crop" in stem.with_suffix(".md").read_text()
