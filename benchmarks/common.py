@@ -1,7 +1,7 @@
 """What every benchmark records beside its numbers: the machine, library versions, git commit, goals.
 
-Used by the scripts in ``benchmarks/`` (run as ``python3 benchmarks/<name>.py``, which put the
-repository root on ``sys.path`` before importing ``benchmarks.common``)::
+Used by the scripts in ``benchmarks/`` (run as ``python3 -m benchmarks.<name>`` from the repository
+root; see ``benchmarks/__init__.py``)::
 
     from benchmarks.common import describe_machine, goal, text_table
 

@@ -40,8 +40,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m benchmarks.<name>
+    os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.common import (  # noqa: E402
@@ -240,7 +240,7 @@ def _phantom_volume(folder, slices, size):
 
 
 def _run_in_subprocess(case):
-    command = [sys.executable, str(Path(__file__).resolve()), "--case", json.dumps(case)]
+    command = [sys.executable, "-m", "benchmarks.inference", "--case", json.dumps(case)]
     completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
     if completed.returncode != 0 or not lines:

@@ -21,6 +21,7 @@ Writes ``benchmarks/results/phantom_realism.json`` and ``figures/phantom_vs_real
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,8 @@ from scipy import ndimage as ndi
 from scipy.stats import wasserstein_distance
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m benchmarks.<name>
+    os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
 
 from utils import phantom  # noqa: E402
 from utils.atomic import atomic_path, write_json  # noqa: E402

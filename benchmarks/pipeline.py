@@ -18,12 +18,14 @@ Writes benchmarks/results/pipeline.json, with the machine description.
 """
 
 import argparse
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m benchmarks.<name>
+    os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
 
 import keras  # noqa: E402
 import nibabel as nib  # noqa: E402

@@ -66,8 +66,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m benchmarks.<name>
+    os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.common import describe_machine, goal  # noqa: E402
@@ -228,12 +228,13 @@ def run_part(name, args, out_dir):
                 "note": "no --training-run given",
                 "goals": {"minutes_to_pass_bm3d": goal(TIME_TO_QUALITY_TARGET, None, None, "no --training-run given")},
             }
-    command = [sys.executable, str(REPO / "benchmarks" / part.script), *options, "--out", str(json_path)]
+    command = [*part_command(part.script), *options, "--out", str(json_path)]
     log_path = out_dir / "logs" / f"{name}.log"
-    record.update(command=" ".join(command[1:]), log=str(log_path), json=str(json_path))
+    shown = " ".join(["python3", *command[1:]])
+    record.update(command=shown, log=str(log_path), json=str(json_path))
     json_path.unlink(missing_ok=True)  # a report left by an earlier run must not pass for this one
 
-    print(f"{name}: running {' '.join(command[2:])}", flush=True)
+    print(f"{name}: running {shown}", flush=True)
     started = time.monotonic()
     returncode, error = _run(command, log_path, TIMEOUTS[args.size])
     record["seconds"] = round(time.monotonic() - started, 1)
@@ -253,6 +254,14 @@ def run_part(name, args, out_dir):
     print(f"{name}: {status} in {record['seconds']:.0f} s" + "".join(f"\n  {p}" for p in problems), flush=True)
     record.update(status=status, report=report, figures=figures, goals=goals, table=table)
     return {**record, "problems": problems} if problems else record
+
+
+def part_command(script):
+    """A part's script of this package runs as ``python -m benchmarks.<name>``; any other file by its path."""
+    path = REPO / "benchmarks" / script  # an absolute path stays as it is
+    if path.parent == REPO / "benchmarks" and path.is_file():
+        return [sys.executable, "-m", f"benchmarks.{path.stem}"]
+    return [sys.executable, str(path)]
 
 
 def _run(command, log_path, timeout):

@@ -53,8 +53,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m benchmarks.<name>
+    os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.common import (  # noqa: E402
@@ -396,7 +396,7 @@ def _clean_error(text):
 
 
 def _run_in_subprocess(arguments, timeout):
-    command = [sys.executable, str(Path(__file__).resolve()), *arguments]
+    command = [sys.executable, "-m", "benchmarks.training", *arguments]
     load_before = [round(x, 2) for x in os.getloadavg()]
     try:
         completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)

@@ -16,6 +16,7 @@ the whole set takes about 16 minutes (BM3D, BM4D and, on a first run, the baseli
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -24,7 +25,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m figures.<name> (from the repository root, or anywhere after pip install -e .)
+    os.execv(sys.executable, [sys.executable, "-m", f"figures.{Path(__file__).stem}", *sys.argv[1:]])
 
 from utils.assessment import read_metrics_csv, summarise, summary_table  # noqa: E402
 from utils.atomic import write_text  # noqa: E402
@@ -158,7 +160,7 @@ def main():
             sections.append((title, out / "metrics.csv", minutes, kept))
 
     if args.real_ct and (args.only is None or "phantom_realism" in args.only):
-        subprocess.run([sys.executable, "benchmarks/phantom_realism.py", "--real", str(args.real_ct)], cwd=REPO, check=True)
+        subprocess.run([sys.executable, "-m", "benchmarks.phantom_realism", "--real", str(args.real_ct)], cwd=REPO, check=True)
 
     header = "# Assessment results\n\nMade by `python3 figures/make_figures.py`.\n\n"
     write_text(FIGURES / "RESULTS.md", header + results_markdown(sections, figures_prefix=""))
