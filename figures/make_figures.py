@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m figures.<name> (from the repository root, or anywhere after pip install -e .)
+if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m figures.<name>
     os.execv(sys.executable, [sys.executable, "-m", f"figures.{Path(__file__).stem}", *sys.argv[1:]])
 
 from utils.assessment import read_metrics_csv, summarise, summary_table  # noqa: E402
