@@ -11,6 +11,11 @@ Default runtime on 2 CPU cores: the volumes are cropped to their central 16 slic
 pixels (``--max-depth``, ``--max-size``), because BM4D costs about 10 us per voxel and BM3D about a
 second per 128 x 128 slice; ``--max-depth 0 --max-size 0`` assesses whole volumes.
 
+``--noise-model ct_lowdose --dose 0.25,0.1`` replaces the Gaussian levels by simulated low-dose scans
+(the reference projection-domain form at each volume's own pixel spacing; an unknown spacing is an
+error); every method then takes the noise sigma estimated from each noisy volume (no tuned
+parameters exist for this noise), and the results record the model and the dose.
+
 Outputs (``results/assess_variational/``): ``metrics.csv``, ``summary.md``, one comparison figure per
 noise level (``comparison_noise<sigma>.png``: clean | noisy | TV | SPADE | BM3D | BM4D with a zoomed
 row; error and PSNR of the slice shown) and ``convergence.png`` (relative error after every iteration,
@@ -27,6 +32,8 @@ from utils import defaults
 # ## Settings (the defaults of the command-line options)
 DATA = ()  # empty: the embedded phantom test split, data/phantom/test (generated on first use)
 NOISE = "0.02,0.05,0.10"  # standard deviations on the [0, 1] scale, the paper's three levels
+NOISE_MODEL = "gaussian"  # or ct_lowdose: simulated low-dose scans at each --dose (methods then estimate sigma per volume)
+DOSE = "0.25"  # ct_lowdose only: fractions of the scan's dose kept, comma list
 METHODS = "noisy,tv,spade,bm3d,bm4d"
 MAX_DEPTH = 16  # central slices kept per volume (0: all)
 MAX_SIZE = 128  # central in-plane crop in pixels (0: none)
@@ -38,6 +45,8 @@ OUT = "results/assess_variational"
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 parser.add_argument("--data", nargs="+", default=list(DATA), help="test CT volumes: any files or folders read_ct reads; default: the embedded phantom test split")
 parser.add_argument("--noise", default=NOISE, help="one noise level or a comma list (standard deviations on the [0, 1] scale)")
+parser.add_argument("--noise-model", choices=("gaussian", "ct_lowdose"), default=NOISE_MODEL, help="test noise: Gaussian --noise levels, or simulated low dose at each --dose (projection-domain reference form, needs the pixel spacing)")
+parser.add_argument("--dose", default=None, help=f"ct_lowdose only: one dose fraction or a comma list (default {DOSE})")
 parser.add_argument("--methods", default=METHODS, help="comma list of noisy,tv,spade,bm3d,bm4d")
 parser.add_argument("--max-depth", type=int, default=MAX_DEPTH, help="keep the central N slices of each volume (0: all)")
 parser.add_argument("--max-size", type=int, default=MAX_SIZE, help="keep the central N x N pixels of each slice (0: all)")
@@ -52,17 +61,26 @@ from utils import assessment, figures  # noqa: E402  (TensorFlow loads after --h
 
 # ## Data: the clean volumes; noise comes per level below
 with assessment.user_errors():
-    noise_levels = assessment.parse_noise_list(args.noise)
+    lowdose = args.noise_model == "ct_lowdose"
+    if lowdose:
+        settings_list = [assessment.make_noise_setting("ct_lowdose", dose=d) for d in assessment.parse_dose_list(args.dose or DOSE)]
+    else:
+        settings_list = [assessment.make_noise_setting(args.noise_model, n, args.dose) for n in assessment.parse_noise_list(args.noise)]
     method_names = assessment.parse_method_list(args.methods)
     volumes = assessment.load_volumes(args.data, args.hu_window)
-    samples_by_noise = {
-        noise: assessment.volume_samples(assessment.add_noise(volumes, noise, args.seed), args.max_depth, args.max_size)
-        for noise in noise_levels
-    }
+    # Keyed by the noise column's value: sigma, or for ct_lowdose the measured std of the added noise at that dose.
+    samples_by_noise, setting_by_noise = {}, {}
+    for setting in settings_list:
+        noisy_volumes = setting.apply(volumes, args.seed)
+        samples_by_noise[noisy_volumes[0].noise] = assessment.volume_samples(noisy_volumes, args.max_depth, args.max_size)
+        setting_by_noise[noisy_volumes[0].noise] = setting
+    noise_levels = list(samples_by_noise)
 
-# ## Methods: tuned parameters per noise level (tuned now on the validation phantoms where missing)
+# ## Methods: tuned parameters per noise level (tuned now on the validation phantoms where missing; estimated sigma for ct_lowdose)
 with assessment.user_errors():
-    methods_by_noise = {noise: assessment.baseline_methods(method_names, noise, sample_ndim=3, tuned_dir=args.tuned_dir) for noise in noise_levels}
+    methods_by_noise = {
+        noise: assessment.baseline_methods(method_names, noise, sample_ndim=3, tuned_dir=args.tuned_dir, estimate_sigma=lowdose) for noise in noise_levels
+    }
     for noise in noise_levels:
         assessment.check_compatible(methods_by_noise[noise], samples_by_noise[noise])
 
@@ -77,13 +95,13 @@ for noise in noise_levels:
     middle = shown.clean.shape[0] // 2  # the figure shows the middle axial slice; its own err and PSNR
     figure_files.append(
         figures.comparison_grid(
-            out / f"comparison_noise{noise:g}.png",
+            out / f"comparison_{'' if lowdose else 'noise'}{setting_by_noise[noise].slug}.png",
             shown.clean[middle],
             [(m.name, evaluation.outputs[(m.name, shown.name)][middle]) for m in methods],
-            title=f"{shown.name}, slice {middle}, noise sigma {noise:g}",
+            title=f"{shown.name}, slice {middle}, {setting_by_noise[noise].label}",
         )
     )
-    histories[f"noise sigma {noise:g}"] = assessment.convergence_histories(shown, methods)
+    histories[setting_by_noise[noise].label] = assessment.convergence_histories(shown, methods)
 
 # ## Results: convergence plot, metrics table and summary (metrics.csv last: it marks a complete run)
 if any(histories.values()):
@@ -94,6 +112,7 @@ settings = assessment.describe_settings(
     args.data, volumes, first, noise_levels, args.seed,
     sampling=f"whole volumes cropped to the central {args.max_depth or 'all'} slices"
     + (f" and {args.max_size}x{args.max_size} pixels" if args.max_size else "") + f"; figures: {first[0].name}",
+    noise_text=assessment.describe_lowdose_noise([s.dose for s in settings_list], volumes) if lowdose else None,
 )
 summary = assessment.summary_markdown("Variational and classical denoisers on CT volumes", records, settings, methods_by_noise, figure_files)
 assessment.write_summary(out / "summary.md", summary)

@@ -361,3 +361,88 @@ def test_figure_titles_give_the_error_of_the_image_shown(tmp_path):
     assert_png(figures.comparison_grid(tmp_path / "grid.png", clean, [("noisy", clean + 0.05), ("unet", estimate)]))
     histories = {"sigma 0.05": {"tv": np.linspace(5, 2, 30), "spade": np.linspace(5, 1.8, 20)}}
     assert_png(figures.convergence_plot(tmp_path / "convergence.png", histories))
+
+
+# ------------------------------------------------------------------- simulated low-dose test noise
+
+
+@pytest.fixture(scope="module")
+def lowdose_data(tmp_path_factory):
+    """One 6x64x64 phantom volume (HU, int16 NIfTI) at a known 0.8 mm in-plane spacing."""
+    from utils.phantom import make_phantom
+
+    path = tmp_path_factory.mktemp("ct_lowdose") / "case_ld.nii.gz"
+    hu = make_phantom(4, shape=(6, 64, 64), spacing=(2.5, 0.8, 0.8))
+    return write_nifti(path, np.asarray(hu).astype(np.int16).transpose(2, 1, 0), zooms=(0.8, 0.8, 2.5))
+
+
+def test_2d_demo_with_ct_lowdose_records_the_noise_model_and_dose(lowdose_data, tmp_path):
+    out = tmp_path / "assess_lowdose"
+    run_script(
+        DEMO_2D, "--data", lowdose_data, "--noise-model", "ct_lowdose", "--dose", 0.25, "--models",
+        "--methods", "noisy,tv", "--slices-per-volume", 2, "--tuned-dir", tmp_path / "tuned", "--out", out,
+    )
+    header, rows = read_csv(out / "metrics.csv")
+    assert header == list(assessment.METRIC_COLUMNS) + ["noise_model", "dose"]
+    assert len(rows) == 2 * 2 and {r["noise_model"] for r in rows} == {"ct_lowdose"} and {r["dose"] for r in rows} == {0.25}
+    # The noise column is the measured std of the added noise: one positive number for the run.
+    assert len({r["noise"] for r in rows}) == 1 and rows[0]["noise"] > 0
+    assert all(math.isfinite(r["psnr"]) for r in rows)
+    summary = (out / "summary.md").read_text()
+    for text in ("ct_lowdose", "dose = 0.25", "reference form", "0.8 mm", "sigma estimated from each noisy sample"):
+        assert text in summary, text
+    assert not (tmp_path / "tuned").exists()  # no tuning for this noise: the sigma is estimated
+    assert_png(out / "comparison.png")
+
+
+def test_lowdose_test_noise_is_the_reference_form_at_the_volume_spacing(lowdose_data):
+    from utils.noise import CTLowDoseNoise
+
+    (volume,) = assessment.load_volumes([lowdose_data])
+    (noisy,) = assessment.add_lowdose_noise([volume], 0.1, seed=5)
+    expected = CTLowDoseNoise(dose=0.1, hu_window=volume.hu_window, pixel_spacing_mm=0.8).sample_numpy(
+        volume.array, np.random.default_rng([5, 0])
+    )
+    np.testing.assert_array_equal(noisy.noisy, expected)
+    assert noisy.noise_model == "ct_lowdose" and noisy.noise_params == {"dose": 0.1}
+    # Less dose, more noise: the recorded (measured) level grows.
+    assert noisy.noise > assessment.add_lowdose_noise([volume], 0.5, seed=5)[0].noise > 0
+
+
+def test_lowdose_test_noise_needs_a_known_pixel_spacing(lowdose_data, tmp_path):
+    import dataclasses
+
+    (volume,) = assessment.load_volumes([lowdose_data])
+    with pytest.raises(DataError, match="pixel spacing unknown"):
+        assessment.add_lowdose_noise([dataclasses.replace(volume, spacing=None)], 0.25)
+    # The same through a demo: a DICOM series without PixelSpacing stops with a clear message.
+    import pydicom
+
+    from tests.ct_files import write_axial_series
+
+    folder = write_axial_series(tmp_path / "no_spacing", [np.full((32, 32), 40.0), np.full((32, 32), 40.0)])
+    for path in folder.glob("*.dcm"):
+        dataset = pydicom.dcmread(path)
+        del dataset.PixelSpacing
+        dataset.save_as(path)
+    result = run_script(
+        DEMO_2D, "--data", folder, "--noise-model", "ct_lowdose", "--models", "--methods", "noisy",
+        "--out", tmp_path / "never", check=False,
+    )
+    assert result.returncode != 0
+    assert "pixel spacing unknown" in result.stderr and "ct_lowdose" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "never" / "metrics.csv").exists()
+
+
+def test_noise_settings_check_the_dose_options():
+    assert assessment.make_noise_setting("gaussian", 0.05).params == {"sigma": 0.05}
+    assert assessment.make_noise_setting("ct_lowdose").dose == assessment.DEFAULT_DOSE
+    with pytest.raises(ConfigError, match="ct_lowdose only"):
+        assessment.make_noise_setting("gaussian", 0.05, dose=0.25)
+    with pytest.raises(ConfigError, match="adds no noise"):
+        assessment.make_noise_setting("ct_lowdose", dose=1.0)
+    with pytest.raises(ConfigError):
+        assessment.make_noise_setting("ct_lowdose", dose=0.0)
+    assert assessment.parse_dose_list("0.25,0.1") == [0.25, 0.1]
+    with pytest.raises(ConfigError):
+        assessment.parse_dose_list("0.25,2")

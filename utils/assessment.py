@@ -19,6 +19,19 @@ first and last slices have their real neighbours. The same standard-normal field
 noise level, so results at different levels are paired. Sample 0 is noisy like every other one
 (the reference repository's first test image was clean).
 
+Simulated low-dose test noise (``make_noise_setting("ct_lowdose", dose=D)``, the scripts' ``--noise-model
+ct_lowdose --dose D``): each whole clean volume gets the REFERENCE form of ``utils.noise.CTLowDoseNoise``
+(``sample_numpy``: projection-domain Poisson + electronic noise, ramp FBP, slice by slice, from
+``numpy.random.default_rng([seed, volume_index])``) at the volume's own in-plane pixel spacing from the
+reader; a volume without a known spacing or HU window is a DataError before anything is simulated.
+The ``noise`` column then holds the MEASURED standard deviation of ``noisy - clean`` on the [0, 1] scale
+over all body voxels of all test volumes (clean intensity in ``utils.noise_level.BODY_RANGE``), one number
+per dose; the metrics CSV gains the columns ``noise_model`` and ``dose`` and the summary names the model
+and its parameters. TV, SPADE, BM3D and BM4D have no tuned parameters for this noise: each takes the
+noise level ESTIMATED from the noisy sample it denoises (``utils.noise_level.estimate_scan_sigma``, inside
+the body), checked to lie in (0, 1) and handed on as ``Denoise_CT.py`` does (BM3D/BM4D ``sigma_psd``; the
+solvers' noise-aware defaults ``sigma=``); the estimates are listed in the summary.
+
 Metrics (``utils.metrics``, on the [0, 1] intensity scale, estimates not clipped)
 -------------------------------------------------------------------------------
 * ``psnr``: ``10 log10(1 / MSE)`` in dB, data range 1, over the whole sample (slice or volume).
@@ -61,7 +74,7 @@ from utils import defaults
 from utils.atomic import atomic_open, write_text
 from utils.errors import ConfigError, DataError, ModelFileError
 from utils.metrics import all_metrics, psnr
-from utils.noise import GaussianNoise
+from utils.noise import CTLowDoseNoise, GaussianNoise
 from utils.prior import neighbour_prior
 from utils.readers import DEFAULT_HU_WINDOW, read_ct
 
@@ -71,6 +84,8 @@ except ImportError:  # pragma: no cover
     tqdm = None
 
 DEFAULT_SEED = defaults.ASSESSMENT_SEED
+TEST_NOISE_MODELS = ("gaussian", "ct_lowdose")
+DEFAULT_DOSE = 0.25  # --noise-model ct_lowdose without --dose: quarter dose
 METRIC_COLUMNS = ("method", "sample", "noise", "psnr", "ssim", "rel_err_percent", "seconds")
 BASELINES = ("noisy", "tv", "spade", "bm3d", "bm4d")
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -109,6 +124,8 @@ class NoisyVolume:
     contiguous: bool
     hu_window: tuple | None
     spacing: tuple | None
+    noise_model: str = "gaussian"
+    noise_params: dict = dataclasses.field(default_factory=dict)  # {"dose": 0.25} for ct_lowdose
     _priors: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def prior(self, half_window=defaults.PRIOR_HALF_WINDOW, decay=defaults.PRIOR_DECAY, variant=defaults.PRIOR_VARIANT):
@@ -144,6 +161,14 @@ class Sample:
     @property
     def noise(self):
         return self.volume.noise
+
+    @property
+    def noise_model(self):
+        return self.volume.noise_model
+
+    @property
+    def noise_params(self):
+        return self.volume.noise_params
 
     @property
     def ndim(self):
@@ -200,6 +225,108 @@ def add_noise(volumes, noise, seed=DEFAULT_SEED):
             NoisyVolume(label, clean, noisy, model.sigma, str(volume.source), bool(volume.contiguous), volume.hu_window, volume.spacing)
         )
     return noisy_volumes
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseSetting:
+    """The test noise of an assessment: Gaussian ``sigma`` (the default) or simulated low dose at ``dose``.
+
+    Build it with :func:`make_noise_setting` (validates the command-line options). ``apply(volumes, seed)``
+    gives the ``NoisyVolume`` list (:func:`add_noise` or :func:`add_lowdose_noise`).
+    """
+
+    model: str = "gaussian"
+    sigma: float | None = None
+    dose: float | None = None
+
+    @property
+    def params(self):
+        """The noise model's parameters as recorded in the results: ``{"sigma": s}`` or ``{"dose": d}``."""
+        return {"dose": self.dose} if self.model == "ct_lowdose" else {"sigma": self.sigma}
+
+    @property
+    def label(self):
+        """``"noise sigma 0.05"`` or ``"ct_lowdose dose 0.25"`` (figure titles)."""
+        return f"ct_lowdose dose {self.dose:g}" if self.model == "ct_lowdose" else f"noise sigma {self.sigma:g}"
+
+    @property
+    def slug(self):
+        """Folder-name part: ``"0.05"`` or ``"lowdose0.25"``."""
+        return f"lowdose{self.dose:g}" if self.model == "ct_lowdose" else f"{self.sigma:g}"
+
+    def apply(self, volumes, seed=DEFAULT_SEED):
+        if self.model == "ct_lowdose":
+            return add_lowdose_noise(volumes, self.dose, seed)
+        return add_noise(volumes, self.sigma, seed)
+
+
+def make_noise_setting(model="gaussian", sigma=None, dose=None):
+    """Validated :class:`NoiseSetting` from the scripts' ``--noise-model``, ``--noise`` and ``--dose``.
+
+    ``dose`` is for ``ct_lowdose`` only (ConfigError otherwise); it defaults to ``DEFAULT_DOSE`` and must
+    lie in (0, 1) (dose 1 adds no noise). ``sigma`` is ignored by ``ct_lowdose``.
+    """
+    if model not in TEST_NOISE_MODELS:
+        raise ConfigError(f"unknown --noise-model {model!r}; choose one of {', '.join(TEST_NOISE_MODELS)}")
+    if model != "ct_lowdose":
+        if dose is not None:
+            raise ConfigError(f"--dose applies to --noise-model ct_lowdose only, not {model!r}")
+        return NoiseSetting(model, sigma=float(sigma))
+    from utils.lowdose import check_dose
+
+    dose = check_dose(DEFAULT_DOSE if dose is None else dose)
+    if dose >= 1:
+        raise ConfigError("--dose 1 keeps the full dose and adds no noise; give a fraction below 1 (0.25 = quarter dose)")
+    return NoiseSetting(model, dose=dose)
+
+
+def lowdose_spacing(volume):
+    """In-plane pixel spacing (mm) of a ``CTVolume`` for the low-dose simulation; DataError naming the
+    file when the reader found none (8-bit PNG exports, bare NIfTI slices without a header spacing) or
+    when the volume has no HU window."""
+    from utils.lowdose import check_spacing
+
+    if volume.hu_window is None:
+        raise DataError(volume.source, "has no HU window (8-bit or [0, 1] images): --noise-model ct_lowdose needs CT in HU")
+    if volume.spacing is None:
+        raise DataError(
+            volume.source,
+            "pixel spacing unknown: --noise-model ct_lowdose simulates the scan's projections and needs the in-plane "
+            "spacing in mm (use DICOM or NIfTI with a spacing, or Gaussian --noise)",
+        )
+    return check_spacing(tuple(volume.spacing)[-2:], str(volume.source))
+
+
+def add_lowdose_noise(volumes, dose, seed=DEFAULT_SEED):
+    """Reference-form low-dose noise (``CTLowDoseNoise.sample_numpy``) on each whole volume -> ``list[NoisyVolume]``.
+
+    Volume ``i`` is simulated at its own in-plane spacing and HU window from
+    ``numpy.random.default_rng([seed, i])``; every volume's spacing is checked before any simulation.
+    Each ``NoisyVolume.noise`` is the same number: the standard deviation of ``noisy - clean`` over the
+    body voxels (clean intensity in ``utils.noise_level.BODY_RANGE``) of all volumes pooled (of all
+    voxels when none is body).
+    """
+    from utils.noise_level import BODY_RANGE
+
+    dose = make_noise_setting("ct_lowdose", dose=dose).dose
+    spacings = [lowdose_spacing(v) for v in volumes]
+    labels = _volume_labels([v.source for v in volumes])
+    pairs, body_noise, all_noise = [], [], []
+    for i, (volume, spacing) in enumerate(zip(volumes, spacings)):
+        clean = np.asarray(volume.array, dtype=np.float32)
+        model = CTLowDoseNoise(dose=dose, hu_window=tuple(volume.hu_window), pixel_spacing_mm=spacing)
+        noisy = model.sample_numpy(clean, np.random.default_rng([int(seed), i]))
+        added = (noisy - clean).astype(np.float64)
+        body_noise.append(added[(clean > BODY_RANGE[0]) & (clean < BODY_RANGE[1])])
+        all_noise.append(added.ravel())
+        pairs.append((clean, noisy))
+    pooled = np.concatenate(body_noise)
+    level = float(np.std(pooled if pooled.size else np.concatenate(all_noise)))
+    return [
+        NoisyVolume(label, clean, noisy, level, str(volume.source), bool(volume.contiguous), volume.hu_window, volume.spacing,
+                    noise_model="ct_lowdose", noise_params={"dose": dose})
+        for (clean, noisy), volume, label in zip(pairs, volumes, labels)
+    ]
 
 
 def evenly_spaced(depth, count):
@@ -365,17 +492,26 @@ class ModelMethod(Method):
 
 
 class BaselineMethod(Method):
-    """``noisy`` (identity), ``tv``, ``spade``, ``bm3d`` (2D, slice by slice) or ``bm4d`` (3D)."""
+    """``noisy`` (identity), ``tv``, ``spade``, ``bm3d`` (2D, slice by slice) or ``bm4d`` (3D).
+
+    With ``estimate_sigma`` (non-Gaussian test noise, which has no tuned parameters) every call
+    estimates the noise level of the noisy sample it is given, ``utils.noise_level.estimate_scan_sigma``
+    (inside the body), requires it in (0, 1), and hands it to BM3D/BM4D as ``sigma_psd`` and to TV/SPADE as
+    ``sigma=`` (their noise-aware default weights), as ``Denoise_CT.py`` does; ``params`` is then unused.
+    The estimates of the timed calls are kept in ``estimated_sigmas`` (the estimate is timed too).
+    """
 
     kind = "baseline"
 
-    def __init__(self, name, params=None, provenance=""):
+    def __init__(self, name, params=None, provenance="", estimate_sigma=False):
         if name not in BASELINES:
             raise ConfigError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
         self.name = name
         self.params = dict(params or {})
         self.provenance = provenance
         self.prior_settings = dict(DEFAULT_PRIOR) if name == "spade" else None
+        self.estimate_sigma = bool(estimate_sigma) and name != "noisy"
+        self.estimated_sigmas = []
 
     def check(self, sample):
         if self.name == "spade" and not sample.has_prior:
@@ -394,13 +530,44 @@ class BaselineMethod(Method):
             self._run(sample.noisy, sample.prior(**self.prior_settings) if self.prior_settings else None, n_iter=1, n_outer=1)
 
     def denoise(self, sample):
-        return self._run(sample.noisy, sample.prior(**self.prior_settings) if self.prior_settings else None)
+        prior = sample.prior(**self.prior_settings) if self.prior_settings else None
+        if not self.estimate_sigma:
+            return self._run(sample.noisy, prior)
+        sigma = self._estimate(sample)
+        self.estimated_sigmas.append(sigma)
+        return self._run(sample.noisy, prior, sigma=sigma)
 
-    def _run(self, noisy, prior, **overrides):
+    def solver_arguments(self, sample):
+        """The keyword arguments this method gives its solver on ``sample``: the tuned ``params``, or
+        ``{"sigma": estimate}`` with ``estimate_sigma``."""
+        return {"sigma": self._estimate(sample)} if self.estimate_sigma else dict(self.params)
+
+    def _estimate(self, sample):
+        from utils.noise_level import estimate_scan_sigma
+
+        sigma = estimate_scan_sigma(sample.noisy)
+        if not 0 < sigma < 1:
+            raise ConfigError(f"{self.name}: the noise sigma estimated from sample {sample.name} is {sigma:g}, outside (0, 1)")
+        return sigma
+
+    def _run(self, noisy, prior, sigma=None, **overrides):
         from utils import variational
 
         if self.name == "noisy":
             return np.array(noisy, dtype=np.float32)
+        if self.estimate_sigma:
+            if sigma is None:  # warm-up call
+                from utils.noise_level import estimate_scan_sigma
+
+                sigma = min(max(estimate_scan_sigma(noisy), 1e-3), 0.5)
+            if self.name == "tv":
+                return variational.tv_denoise(noisy, sigma=sigma, **overrides)
+            if self.name == "spade":
+                return variational.spade_denoise(noisy, prior, sigma=sigma, **overrides)
+            classical = _classical()
+            if self.name == "bm3d":
+                return classical.bm3d_denoise(noisy, sigma, progress=False)
+            return classical.bm4d_denoise(noisy, sigma)
         if self.name == "tv":
             return variational.tv_denoise(noisy, **{**self.params, **overrides})
         if self.name == "spade":
@@ -413,6 +580,11 @@ class BaselineMethod(Method):
     def describe(self):
         if self.name == "noisy":
             return "noisy input (no denoising)"
+        if self.estimate_sigma:
+            sigmas = np.asarray(self.estimated_sigmas, dtype=np.float64)
+            found = (f"; estimates: median {np.median(sigmas):.4f}, range {sigmas.min():.4f}-{sigmas.max():.4f} over {sigmas.size} samples"
+                     if sigmas.size else "")
+            return f"sigma estimated from each noisy sample (utils.noise_level.estimate_scan_sigma, inside the body){found}"
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(self.params.items()))
         return f"{params} ({self.provenance})" if self.provenance else params
 
@@ -455,29 +627,58 @@ def parse_noise_list(text):
     return list(dict.fromkeys(levels))
 
 
+def parse_dose_list(text):
+    """``"0.25,0.1"`` -> ``[0.25, 0.1]`` (each in (0, 1): dose fractions for ct_lowdose)."""
+    try:
+        doses = [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--dose must be a number or a comma list of numbers, got {text!r}") from None
+    if not doses or any(not (0 < d < 1) for d in doses):
+        raise ConfigError(f"--dose values are fractions of the scan's dose kept, 0 < dose < 1; got {text!r}")
+    return list(dict.fromkeys(doses))
+
+
 # ------------------------------------------------------------------------------- learned models
 
 
-def model_dims(path):
-    """``(ndim, noise)`` recorded in a model file's embedded config, without building it (None when absent)."""
+def _model_config(path):
     path = Path(path)
     if path.suffix.lower() == ".keras":
         from models.storage import read_config
 
-        config = read_config(path)
-    else:
-        from models.reference_h5 import describe_reference_h5
+        return read_config(path)
+    from models.reference_h5 import describe_reference_h5
 
-        config = describe_reference_h5(path)
+    return describe_reference_h5(path)
+
+
+def model_dims(path):
+    """``(ndim, noise)`` recorded in a model file's embedded config, without building it (None when absent)."""
+    config = _model_config(path)
     return config.get("ndim"), config.get("noise")
 
 
-def discover_models(folder=DEFAULT_MODELS_DIR, noise=None, ndims=(2,)):
+def trained_noise(config):
+    """``(noise_model, level)`` a model was trained on, from its config: ``("gaussian", sigma)``,
+    ``("gaussian_range", (lo, hi))`` or ``("ct_lowdose", dose)``; a config without ``noise_model`` is Gaussian."""
+    model = config.get("noise_model") or "gaussian"
+    if model == "ct_lowdose":
+        return model, config.get("dose")
+    if config.get("noise_range"):
+        return "gaussian_range", tuple(config["noise_range"])
+    return model, config.get("noise")
+
+
+def discover_models(folder=DEFAULT_MODELS_DIR, noise=None, ndims=(2,), noise_model="gaussian", dose=None):
     """Model files in ``folder`` whose embedded config has this ``noise`` and an ``ndim`` in ``ndims``.
 
-    Returns ``(paths, notes)``: ``notes`` says what was skipped and why (for the script to print).
-    A missing or empty folder gives no paths and a note; an unreadable model file is an error.
+    With ``noise_model="ct_lowdose"``: the models trained with ``--noise-model ct_lowdose`` at this
+    ``dose`` instead (``noise`` unused). Returns ``(paths, notes)``: ``notes`` says what was skipped and
+    why (for the script to print). A missing or empty folder gives no paths and a note; an unreadable
+    model file is an error.
     """
+    if noise_model == "ct_lowdose":
+        return _discover_lowdose_models(folder, dose, ndims)
     folder = Path(folder)
     files = sorted(p for p in folder.glob("*") if p.suffix.lower() in MODEL_SUFFIXES) if folder.is_dir() else []
     if not files:
@@ -496,6 +697,25 @@ def discover_models(folder=DEFAULT_MODELS_DIR, noise=None, ndims=(2,)):
             chosen.append(path)
     if not chosen:
         notes.append(f"note: no model in {folder}/ matches noise {noise} and ndim {ndims}; assessing the baselines only")
+    return chosen, notes
+
+
+def _discover_lowdose_models(folder, dose, ndims):
+    folder = Path(folder)
+    files = sorted(p for p in folder.glob("*") if p.suffix.lower() in MODEL_SUFFIXES) if folder.is_dir() else []
+    chosen, notes = [], []
+    for path in files:
+        config = _model_config(path)
+        model, level = trained_noise(config)
+        if config.get("ndim") not in ndims:
+            continue
+        if model == "ct_lowdose" and level is not None and math.isclose(float(level), float(dose), rel_tol=1e-6):
+            chosen.append(path)
+        elif model == "ct_lowdose":
+            notes.append(f"note: skipping {path} (trained on ct_lowdose at dose {level}, assessing dose {dose:g})")
+    if not chosen:
+        notes.append(f"note: no model in {folder}/ was trained on ct_lowdose noise at dose {dose:g} (ndim {ndims}); "
+                     "assessing the baselines only (give Gaussian-trained models with --models)")
     return chosen, notes
 
 
@@ -529,9 +749,17 @@ def model_methods(paths, allowed_ndims=(2,), tile_shape=None, demo_hint="", self
     return [load_model_method(p, allowed_ndims, n, tile_shape, demo_hint, self_ensemble) for p, n in zip(paths, names)]
 
 
-def noise_notes(methods, noise):
-    """Notes for models trained at another noise level than the one assessed."""
+def noise_notes(methods, noise, setting=None):
+    """Notes for models trained at another noise level (or, with a ct_lowdose ``setting``, on another
+    noise model or dose) than the one assessed."""
     notes = []
+    if setting is not None and setting.model == "ct_lowdose":
+        for method in methods:
+            if isinstance(method, ModelMethod):
+                model, level = trained_noise(method.config)
+                if model != "ct_lowdose" or level is None or not math.isclose(float(level), setting.dose, rel_tol=1e-6):
+                    notes.append(f"note: {method.name} was trained on {model} noise at {level}; assessing it on ct_lowdose at dose {setting.dose:g}")
+        return notes
     for method in methods:
         trained = method.config.get("noise") if isinstance(method, ModelMethod) else None
         if trained is not None and not math.isclose(float(trained), float(noise), rel_tol=1e-6):
@@ -639,8 +867,12 @@ def _embedded_validation_volumes():
     return [v.array for path in ensure_default_dataset()["val"] for v in read_ct(path)]
 
 
-def baseline_methods(names, noise, sample_ndim, tuned_dir=DEFAULT_TUNED_DIR, validation_volumes=None, progress=True):
-    """:class:`BaselineMethod` objects for ``names`` at ``noise``, each with tuned parameters."""
+def baseline_methods(names, noise, sample_ndim, tuned_dir=DEFAULT_TUNED_DIR, validation_volumes=None, progress=True, estimate_sigma=False):
+    """:class:`BaselineMethod` objects for ``names`` at ``noise``, each with tuned parameters.
+
+    ``estimate_sigma`` (non-Gaussian test noise): no tuned parameters; each method estimates the noise
+    level of every sample it denoises (see :class:`BaselineMethod`), and ``noise`` is not used.
+    """
     methods = []
     for name in names:
         if name == "noisy":
@@ -650,6 +882,9 @@ def baseline_methods(names, noise, sample_ndim, tuned_dir=DEFAULT_TUNED_DIR, val
             raise ConfigError("bm4d denoises volumes; on 2D slices use bm3d (or run the 3D / variational demo)")
         if name in ("bm3d", "bm4d"):
             _classical(name)  # before tuning: a missing binary must not cost a tuning run first
+        if estimate_sigma:
+            methods.append(BaselineMethod(name, estimate_sigma=True))
+            continue
         params, provenance = tuned_parameters(name, noise, tuning_ndim(name, sample_ndim), tuned_dir, validation_volumes, progress)
         methods.append(BaselineMethod(name, params, provenance))
     return methods
@@ -699,7 +934,10 @@ def evaluate(methods, samples, keep=(), progress=True):
             seconds = time.perf_counter() - started
             if estimate.shape != sample.clean.shape:
                 raise ConfigError(f"{method.name} returned shape {estimate.shape} for sample {sample.name} of shape {sample.clean.shape}")
-            records.append({"method": method.name, "sample": sample.name, "noise": sample.noise, **all_metrics(sample.clean, estimate), "seconds": seconds})
+            record = {"method": method.name, "sample": sample.name, "noise": sample.noise, **all_metrics(sample.clean, estimate), "seconds": seconds}
+            if sample.noise_model != "gaussian":
+                record.update(noise_model=sample.noise_model, **sample.noise_params)
+            records.append(record)
             if sample.name in keep:
                 outputs[(method.name, sample.name)] = estimate
     return Evaluation(records, outputs)
@@ -708,17 +946,18 @@ def evaluate(methods, samples, keep=(), progress=True):
 def convergence_histories(sample, methods):
     """Relative error (%) after every solver iteration of the ``tv`` and ``spade`` methods on ``sample``.
 
-    Re-runs each with the same parameters and ``reference=sample.clean`` (the solvers' history
+    Re-runs each with the same parameters (the same estimated sigma with ``estimate_sigma``) and ``reference=sample.clean`` (the solvers' history
     option). Returns ``{method name: 1-D array}``.
     """
     from utils import variational
 
     histories = {}
     for method in methods:
+        arguments = method.solver_arguments(sample) if isinstance(method, BaselineMethod) else {}
         if method.name == "tv":
-            traced = variational.tv_denoise(sample.noisy, **method.params, reference=sample.clean)
+            traced = variational.tv_denoise(sample.noisy, **arguments, reference=sample.clean)
         elif method.name == "spade":
-            traced = variational.spade_denoise(sample.noisy, sample.prior(**method.prior_settings), **method.params, reference=sample.clean)
+            traced = variational.spade_denoise(sample.noisy, sample.prior(**method.prior_settings), **arguments, reference=sample.clean)
         else:
             continue
         histories[method.name] = 100.0 * np.asarray(traced.rel_err_history, dtype=np.float64)
@@ -738,27 +977,37 @@ def _central_crop_index(shape, crop):
 # ========================================================================================= results
 
 
+NOISE_MODEL_COLUMNS = ("noise_model", "dose")  # appended to METRIC_COLUMNS when the test noise is not Gaussian
+
+
 def write_metrics_csv(path, records):
-    """``metrics.csv`` with exactly ``METRIC_COLUMNS`` (atomic)."""
+    """``metrics.csv`` (atomic): exactly ``METRIC_COLUMNS`` for Gaussian test noise; with ``ct_lowdose`` records
+    also ``noise_model`` and ``dose`` (``noise`` is then the measured std of the added noise, see the module notes)."""
+    columns = METRIC_COLUMNS + (NOISE_MODEL_COLUMNS if any("noise_model" in r for r in records) else ())
     with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for record in records:
-            row = {key: record[key] for key in METRIC_COLUMNS}
+            row = {key: record.get(key, "") for key in columns}
             for key in ("psnr", "ssim", "rel_err_percent", "seconds"):
                 row[key] = f"{float(row[key]):.8g}"
             row["noise"] = f"{float(row['noise']):g}"
+            if "noise_model" in columns:
+                row["noise_model"] = record.get("noise_model", "gaussian")
+                row["dose"] = "" if record.get("dose") is None else f"{float(record['dose']):g}"
             writer.writerow(row)
     return Path(path)
 
 
 def read_metrics_csv(path):
-    """The rows of a ``metrics.csv`` with numbers as floats."""
+    """The rows of a ``metrics.csv`` with numbers as floats (``dose`` too, when present and not empty)."""
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     for row in rows:
         for key in ("noise", "psnr", "ssim", "rel_err_percent", "seconds"):
             row[key] = float(row[key])
+        if row.get("dose"):
+            row["dose"] = float(row["dose"])
     return rows
 
 
@@ -815,13 +1064,16 @@ def describe_hu_window(volumes):
     return "; ".join(parts)
 
 
-def describe_settings(data_paths, volumes, samples, noise_levels, seed, sampling):
-    """The settings block of ``summary.md``: data, sampling, noise, seed, HU window and prior."""
+def describe_settings(data_paths, volumes, samples, noise_levels, seed, sampling, noise_text=None):
+    """The settings block of ``summary.md``: data, sampling, noise, seed, HU window and prior.
+
+    ``noise_text`` replaces the Gaussian noise line (``describe_lowdose_noise`` for ct_lowdose).
+    """
     levels = ", ".join(f"{n:g}" for n in noise_levels)
     return {
         "data": describe_data(volumes, data_paths, samples),
         "samples": sampling,
-        "noise": f"additive Gaussian, sigma = {levels} on the [0, 1] scale (not clipped), added to each whole volume "
+        "noise": noise_text or f"additive Gaussian, sigma = {levels} on the [0, 1] scale (not clipped), added to each whole volume "
         "before slices or crops are cut",
         "seed": f"{seed}: volume i draws its noise from numpy.random.default_rng([{seed}, i])",
         "HU window": describe_hu_window(volumes),
@@ -840,7 +1092,7 @@ def summary_markdown(title, records, settings, methods, figures=(), notes=()):
     out.write(f"# {title}\n\n")
     for noise, stats in summarise(records).items():
         n_samples = max(s["n"] for s in stats.values())
-        out.write(f"## Noise sigma = {noise:g} ({100 * noise:g} % of the window), {n_samples} samples\n\n")
+        out.write(f"## {_noise_heading(noise, records)}, {n_samples} samples\n\n")
         out.write(summary_table(stats) + "\n\n")
     out.write("Mean ± standard deviation over samples; best mean in bold. Metrics on the [0, 1] scale, estimates not clipped: "
               "PSNR with data range 1; SSIM with data range 1, Gaussian window 11, sigma 1.5 (mean over slices for volumes); "
@@ -853,7 +1105,7 @@ def summary_markdown(title, records, settings, methods, figures=(), notes=()):
     groups = methods.items() if isinstance(methods, dict) else [(None, methods)]
     for noise, group in groups:
         if noise is not None:
-            out.write(f"### Noise sigma = {noise:g}\n\n")
+            out.write(f"### {_noise_heading(noise, records)}\n\n")
         for method in group:
             out.write(f"- **{method.name}**: {method.describe()}\n")
         if noise is not None:
@@ -867,6 +1119,30 @@ def summary_markdown(title, records, settings, methods, figures=(), notes=()):
         for note in notes:
             out.write(f"- {note.removeprefix('note: ')}\n")
     return out.getvalue()
+
+
+def _noise_heading(noise, records):
+    """``Noise sigma = 0.05 (5 % of the window)``, or for ct_lowdose records at this ``noise`` value
+    ``Noise model ct_lowdose, dose = 0.25 (added noise std 0.0123 in the body, measured)``."""
+    lowdose = [r for r in records if r.get("noise_model") == "ct_lowdose" and math.isclose(float(r["noise"]), float(noise), rel_tol=1e-9)]
+    if lowdose:
+        return (f"Noise model ct_lowdose, dose = {float(lowdose[0]['dose']):g} "
+                f"(added noise std {float(noise):.4g} on the [0, 1] scale in the body, measured)")
+    return f"Noise sigma = {noise:g} ({100 * noise:g} % of the window)"
+
+
+def describe_lowdose_noise(doses, volumes=()):
+    """The ``noise`` line of the settings for ct_lowdose test noise at ``doses``."""
+    from utils.lowdose import DEFAULT_VIEWS
+
+    spacings = sorted({f"{lowdose_spacing(v):.3g}" for v in volumes})
+    where = f" at each volume's own pixel spacing ({', '.join(spacings)} mm)" if spacings else " at each volume's own pixel spacing"
+    return (
+        f"noise model ct_lowdose, dose = {', '.join(f'{d:g}' for d in doses)} of the scan's dose: the reference form "
+        f"(utils.noise.CTLowDoseNoise.sample_numpy: radon over {DEFAULT_VIEWS} views, Poisson + electronic noise at the added-noise "
+        f"count, ramp FBP, slice by slice){where}, added to each whole clean volume in HU and windowed again (not clipped); "
+        "the noise column is the measured std of noisy - clean over the body voxels of all volumes"
+    )
 
 
 def write_summary(path, text):
