@@ -99,6 +99,7 @@ def assert_png(path):
 # ---------------------------------------------------------------------------------- demos, end to end
 
 
+@pytest.mark.e2e
 def test_2d_demo_writes_metrics_summary_and_figure(tiny_data, tiny_models, tuned_dir, tmp_path):
     out = tmp_path / "assess2d"
     run_script(
@@ -122,6 +123,7 @@ def test_2d_demo_writes_metrics_summary_and_figure(tiny_data, tiny_models, tuned
     assert not list(out.glob("*.tmp*"))
 
 
+@pytest.mark.e2e
 def test_2d_demo_metrics_are_identical_across_runs(tiny_data, tiny_models, tuned_dir, tmp_path):
     """Same seed, same metrics to the last digit (only the timings may differ)."""
     tables = []
@@ -136,6 +138,7 @@ def test_2d_demo_metrics_are_identical_across_runs(tiny_data, tiny_models, tuned
     assert tables[0] == tables[1] and len(tables[0]) == 3 * 2 * 2  # methods x volumes x slices
 
 
+@pytest.mark.e2e
 def test_3d_demo_scores_volumes_with_3d_and_2d_models(tiny_data, tiny_models, tuned_dir, tmp_path):
     out = tmp_path / "assess3d"
     run_script(
@@ -164,6 +167,7 @@ def test_a_self_ensemble_model_method_predicts_the_flip_mean(volumes, tiny_model
     assert "self-ensemble of 8 flips" in ensemble.describe() and "self-ensemble" not in plain.describe()
 
 
+@pytest.mark.e2e
 def test_variational_demo_writes_grids_and_convergence_plot(tiny_data, tuned_dir, tmp_path):
     out = tmp_path / "variational"
     result = run_script(
@@ -180,6 +184,7 @@ def test_variational_demo_writes_grids_and_convergence_plot(tiny_data, tuned_dir
     assert "sigma = 0.02" in result.stdout
 
 
+@pytest.mark.e2e
 def test_2d_demo_accepts_a_reference_h5_model(seed_models, full_size_data, tuned_dir, tmp_path):
     out = tmp_path / "h5"
     run_script(
@@ -200,6 +205,7 @@ def test_2d_demo_accepts_a_reference_h5_model(seed_models, full_size_data, tuned
     [("corrupt", ["corrupt.keras", "not a .keras archive"]), ("unet3d", ["unet3d.keras", "3D model", "2D models"])],
 )
 @pytest.mark.bad_input
+@pytest.mark.e2e
 def test_2d_demo_refuses_bad_model_files_cleanly(tiny_data, tiny_models, tuned_dir, tmp_path, model, expected):
     out = tmp_path / "refused"
     result = run_script(
@@ -376,6 +382,7 @@ def lowdose_data(tmp_path_factory):
     return write_nifti(path, np.asarray(hu).astype(np.int16).transpose(2, 1, 0), zooms=(0.8, 0.8, 2.5))
 
 
+@pytest.mark.e2e
 def test_2d_demo_with_ct_lowdose_records_the_noise_model_and_dose(lowdose_data, tmp_path):
     out = tmp_path / "assess_lowdose"
     run_script(
@@ -409,6 +416,7 @@ def test_lowdose_test_noise_is_the_reference_form_at_the_volume_spacing(lowdose_
     assert noisy.noise > assessment.add_lowdose_noise([volume], 0.5, seed=5)[0].noise > 0
 
 
+@pytest.mark.e2e
 def test_lowdose_test_noise_needs_a_known_pixel_spacing(lowdose_data, tmp_path):
     import dataclasses
 

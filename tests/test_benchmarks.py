@@ -46,6 +46,7 @@ def tiny_suite(tmp_path_factory):
     return out_dir, result
 
 
+@pytest.mark.e2e
 def test_tiny_suite_records_every_part_with_positive_numbers(tiny_suite):
     out_dir, result = tiny_suite
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
@@ -65,6 +66,7 @@ def test_tiny_suite_records_every_part_with_positive_numbers(tiny_suite):
             assert record["status"] in GOAL_STATUSES, (name, key, record)
 
 
+@pytest.mark.e2e
 def test_tiny_suite_writes_its_table_outside_the_tree(tiny_suite):
     out_dir, _ = tiny_suite
     table = (out_dir / "RESULTS_tiny.md").read_text()
@@ -172,6 +174,7 @@ def test_peak_memory_of_a_subprocess_is_its_own_not_its_parents():
     assert int(child.stdout) < 200 * 2**20  # on Linux ru_maxrss would say >= 400 MB here
 
 
+@pytest.mark.e2e
 def test_real_ct_recipes_score_a_run_against_bm3d_on_held_out_data(tmp_path):
     from tests.ct_files import write_nifti
 
@@ -196,6 +199,7 @@ def test_real_ct_recipes_score_a_run_against_bm3d_on_held_out_data(tmp_path):
 
 
 @pytest.mark.bad_input
+@pytest.mark.e2e
 def test_real_ct_recipes_refuse_a_run_trained_on_the_held_out_data(tmp_path):
     held_out = tmp_path / "series"
     held_out.mkdir()
@@ -207,6 +211,7 @@ def test_real_ct_recipes_refuse_a_run_trained_on_the_held_out_data(tmp_path):
     assert result.returncode != 0 and "was trained on" in result.stderr and "leaky_run" in result.stderr
 
 
+@pytest.mark.e2e
 def test_spade_prior_study_gains_with_a_better_prior(tmp_path):
     """A prior made of clean neighbouring slices must lift SPADE above a prior made of noisy ones."""
     from benchmarks import spade_prior
@@ -223,6 +228,7 @@ def test_spade_prior_study_gains_with_a_better_prior(tmp_path):
     assert "| 0.05 | clean, 3 slices |" in table.read_text()
 
 
+@pytest.mark.e2e
 def test_real_ct_scaling_trains_on_slice_subsets_and_fits_a_trend(tmp_path):
     from benchmarks.real_ct_scaling import trend, write_slice_subset
     from tests.ct_files import write_nifti

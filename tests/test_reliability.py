@@ -24,6 +24,8 @@ from utils.training import EpochState, RunDirectory, training_callbacks
 from tests.ct_files import write_axial_series, write_dicom_slice, write_nifti, write_png
 from tests.scripts import REPO, history_epochs, run_script
 
+pytestmark = pytest.mark.e2e  # the scripts refusing bad input, killed and resumed, in subprocesses
+
 SCRIPT_2D = REPO / "Train_model_denoising2D.py"
 SCRIPT_3D = REPO / "Train_model_denoising3D.py"
 

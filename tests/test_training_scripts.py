@@ -14,6 +14,8 @@ import pytest
 
 from tests.scripts import REPO, history_epochs, run_script
 
+pytestmark = pytest.mark.e2e  # every test trains or runs a script in a subprocess
+
 SCRIPT_2D = REPO / "Train_model_denoising2D.py"
 SCRIPT_3D = REPO / "Train_model_denoising3D.py"
 
@@ -178,6 +180,7 @@ def test_mirrored_training_on_two_logical_cpus(tmp_path):
     out = tmp_path / "mirrored"
     result = run_script(SCRIPT_2D, "--quick", "--distribute", "mirrored", "--logical-cpus", "2", "--out", out)
     assert history_epochs(out) == [0, 1]
+    assert json.loads((out / "finished.json").read_text())["replicas"] == 2  # one per logical CPU, not a silent single device
     assert "Best validation PSNR" in result.stdout
 
 

@@ -590,6 +590,7 @@ def finish_run(model, run, config_record, started):
         "epochs_completed": len(rows),
         "minutes": (time.monotonic() - started) / 60,
         "best_model": str(run.best_model),
+        "replicas": int(model.distribute_strategy.num_replicas_in_sync),  # devices (and workers) that shared each step
     }
     run.mark_finished(summary)
     shutil.rmtree(run.backup, ignore_errors=True)
