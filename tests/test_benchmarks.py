@@ -270,6 +270,7 @@ def test_real_ct_scaling_trains_on_slice_subsets_and_fits_a_trend(tmp_path):
 
 
 @pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "real_ct").is_dir(), reason="the shared real CT (../shared) is absent")
+@pytest.mark.e2e
 def test_lowdose_quality_study_quick_run(tmp_path):
     """benchmarks/lowdose_quality.py --quick: simulated low dose on real clean test slices, real low-dose noise and edges."""
     started = time.monotonic()

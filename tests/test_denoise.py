@@ -248,6 +248,7 @@ def test_a_folder_in_use_is_refused_and_a_dead_holder_does_not_block(tmp_path):
         pass
 
 
+@pytest.mark.e2e
 def test_a_second_training_on_a_run_folder_in_use_is_refused(tmp_path):
     run = tmp_path / "run"
     holder = hold_lock(run)
@@ -264,6 +265,7 @@ def test_a_second_training_on_a_run_folder_in_use_is_refused(tmp_path):
 # --------------------------------------------------------------------------- the script
 
 
+@pytest.mark.e2e
 def test_script_writes_the_scan_the_figure_and_a_json_report(tmp_path, dicom_series):
     folder, _ = dicom_series
     model_path = tiny_model(tmp_path / "m2d.keras")
@@ -284,6 +286,7 @@ def test_script_writes_the_scan_the_figure_and_a_json_report(tmp_path, dicom_ser
 
 @pytest.mark.bad_input
 @pytest.mark.parametrize("case", ["empty folder", "truncated file", "3d model on a slice"])
+@pytest.mark.e2e
 def test_bad_input_leaves_no_output(tmp_path, rng, case):
     args = []
     if case == "empty folder":
