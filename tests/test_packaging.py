@@ -1,4 +1,4 @@
-"""Packaging: pyproject.toml agrees with requirements.txt, and nothing patches sys.path."""
+"""Packaging: pyproject.toml agrees with requirements.txt, and no module edits the import path."""
 
 import re
 import subprocess
@@ -31,7 +31,7 @@ def test_pyproject_dependencies_are_the_requirements_pins():
     assert set(project["optional-dependencies"]["classical"]) == {f"bm3d>={_pins()['bm3d']}", f"bm4d>={_pins()['bm4d']}"}
 
 
-def test_no_module_patches_sys_path():
+def test_no_module_edits_the_import_path():
     offenders = []
     for path in REPO.rglob("*.py"):
         relative = path.relative_to(REPO)
