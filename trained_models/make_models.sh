@@ -43,7 +43,7 @@ declare -A COMMANDS=(
   [convnet2d_noise0.05]="Train_model_denoising2D.py --model convnet --filters 64 --noise 0.05 --epochs 25"
   [unet2d_noise0.02]="Train_model_denoising2D.py --model unet --noise 0.02 --epochs 480"
   [unet2d_noise0.05]="Train_model_denoising2D.py --model unet --noise 0.05 --epochs 480"
-  [unet3d_noise0.05]="Train_model_denoising3D.py --model unet --noise 0.05"
+  [unet3d_noise0.05]="Train_model_denoising3D.py --model unet --filters 16 --noise 0.05"
   [resprunet3d_noise0.05]="Train_model_denoising3D.py --model resprunet --noise 0.05"
 )
 ORDER=(unet2d_blind unet2d_lowdose resprunet2d_blind unet2d_noise0.05 convnet2d_noise0.05 resprunet3d_noise0.05 unet3d_noise0.05 unet2d_noise0.02 convnet2d_noise0.02)
