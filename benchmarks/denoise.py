@@ -126,7 +126,7 @@ def main():
 
     bounded = [r["peak_memory_gb"] for r in records if not r["extrapolated"]]
     goals = {"memory": goal(f"peak memory under {MEMORY_GOAL_GB:g} GB on {shape}", max(bounded), max(bounded) < MEMORY_GOAL_GB)}
-    machine = describe_machine()
+    machine = describe_machine()  # its load average shows whether other jobs shared the CPU
     write_json(args.out.with_suffix(".json"), {"shape": list(shape), "noise": NOISE, "cases": records, "goals": goals, "machine": machine})
     lines = [
         "# Denoise_CT.py on a large volume",
@@ -139,7 +139,8 @@ def main():
         "",
         f"Goal: {goals['memory']['target']}: {goals['memory']['status']} ({goals['memory']['value']:.2f} GB).",
         "",
-        f"Machine: {machine['cpu_model']}, {machine['usable_cpus']} CPUs, {machine['memory_gb']} GB; commit {machine['git_commit']}.",
+        f"Machine: {machine['cpu_model']}, {machine['usable_cpus']} CPUs, {machine['memory_gb']} GB; commit {machine['git_commit']}; "
+        f"load average at the end {machine['load_average'][0]} (above {machine['usable_cpus']}: other jobs shared the CPU and the times are inflated).",
     ]
     write_text(args.out.with_suffix(".md"), "\n".join(lines) + "\n")
     print(f"wrote {args.out.with_suffix('.md')} and .json")
