@@ -269,6 +269,71 @@ def test_real_ct_scaling_trains_on_slice_subsets_and_fits_a_trend(tmp_path):
     assert trend([10, 10], [0.0, 0.1], goal_db=0.5) == (None, None)
 
 
+@pytest.mark.e2e
+def test_real_ct_quick_scores_only_test_patients_with_the_models_of_each_level(tmp_path):
+    """benchmarks/real_ct.py --quick on a corpus and split the test writes: sets, model choice, both files."""
+    from models import build_model, save_model
+    from tests.ct_files import write_nifti
+
+    root = tmp_path / "real_ct"
+    series, images = root / "series_fake_abdomen_nifti", root / "slices_fake_chest_nifti"
+    series.mkdir(parents=True)
+    images.mkdir()
+    zz, yy, xx = np.mgrid[:12, :96, :96]
+    hu = (-600 + 500 * np.sin(yy / 7.0 + zz / 3.0) * np.cos(xx / 9.0)).astype(np.float32)
+    write_nifti(series / "test_vol.nii.gz", np.transpose(hu, (2, 1, 0)), zooms=(1.5, 1.5, 3.0))  # NIfTI stores (x, y, z)
+    (series / "train_vol.nii.gz").write_bytes(b"a training patient: never read")
+    for k in range(3):
+        write_nifti(images / f"img{k}.nii.gz", np.transpose(hu[4 * k : 4 * k + 1, ::-1], (2, 1, 0)))
+
+    def dataset(train, test, patients):
+        return {"source": "test", "kind": "clean", "patient_id_from": "test", "notes": "", "train": train, "test": test, "patients": patients}
+
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"datasets": {
+        "series_fake_abdomen_nifti": dataset(["P0"], ["P1"], {"P0": ["train_vol.nii.gz"], "P1": ["test_vol.nii.gz"]}),
+        "slices_fake_chest_nifti": dataset([], ["P2", "P3"], {"P2": ["img0.nii.gz", "img1.nii.gz"], "P3": ["img2.nii.gz"]}),
+    }}))
+    model = build_model("unet", ndim=2, filters=4, depth=1, residual=True)  # untrained: scores need only be finite
+    files = {
+        "blind": {"model": "unet", "ndim": 2, "noise": 0.05, "noise_range": [0.01, 0.12]},
+        "level002": {"model": "unet", "ndim": 2, "noise": 0.02},
+        "leaky": {"model": "unet", "ndim": 2, "noise": 0.05, "data": [str(images)]},
+    }
+    for name, config in files.items():
+        save_model(model, tmp_path / f"{name}.keras", config)
+    out = tmp_path / "out" / "real_ct.json"
+    started = time.monotonic()
+    result = run_script(
+        REPO / "benchmarks" / "real_ct.py", "--quick", "--real-ct", root, "--split", split, "--out", out,
+        "--models", *[tmp_path / f"{name}.keras" for name in files],
+    )
+    print(f"real_ct --quick: {time.monotonic() - started:.0f} s")
+    report = json.loads(out.read_text())
+    assert report["levels"] == [0.05] and report["quick"]
+    sets = {s["name"]: s for s in report["sets"]}
+    assert list(sets) == ["fake_abdomen slices", "fake_abdomen volume", "fake_abdomen volume 3 mm", "fake_chest slices"]
+    assert len(sets["fake_chest slices"]["samples"]) == 2 and sets["fake_abdomen volume"]["samples"] == ["test_vol_8x32x32"]
+    assert sets["fake_abdomen volume 3 mm"]["samples"] == ["test_vol_8x32x32"]
+    methods = {name: [r["method"] for r in report["rows"] if r["set"] == name] for name in sets}
+    assert methods["fake_chest slices"] == ["noisy", "tv", "bm3d", "blind", "blind+SE"]
+    assert methods["fake_abdomen volume 3 mm"] == ["noisy", "tv", "spade", "bm4d", "blind", "blind+SE"]
+    assert any("leaky.keras skipped: trained or validated on test data" in n for n in report["notes"])
+    for row in report["rows"]:
+        assert math.isfinite(row["psnr"]) and -1 <= row["ssim"] <= 1 and row["seconds"] >= 0 and row["n"] >= 1
+        assert row["learned"] == row["method"].startswith("blind") and row["self_ensemble"] == row["method"].endswith("+SE")
+    noisy = {r["set"]: r["psnr"] for r in report["rows"] if r["method"] == "noisy"}
+    assert all(r["psnr"] > noisy[r["set"]] for r in report["rows"] if r["method"] in ("bm3d", "bm4d"))
+    heads = [h for h in report["headline"] if h["set"] == "fake_abdomen volume"]
+    assert [h["pass"] for h in heads] == ["single", "self-ensemble"] and heads[1]["best"] == "blind+SE"
+    assert heads[0]["minus_tv"] == pytest.approx(heads[0]["psnr"] - heads[0]["tv_psnr"], abs=2e-3)
+    assert set(report["goals"]) == {"beats_bm3d", "beats_bm4d", "none_below_tv_3mm", "best_above_tv_3mm"}
+    text = out.with_suffix(".md").read_text()
+    assert "## Headline" in text and "| fake_abdomen volume 3 mm | 0.05 | single | blind |" in text
+    assert "### fake_chest slices, sigma 0.05 (2 images)" in text and "| blind+SE |" in text
+    assert "fake_abdomen volume 3 mm" in result.stdout and "vs BM4D" in result.stdout
+
+
 @pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "real_ct").is_dir(), reason="the shared real CT (../shared) is absent")
 @pytest.mark.e2e
 def test_lowdose_quality_study_quick_run(tmp_path):
