@@ -10,8 +10,6 @@ Outputs go to ``results/<run>/``: model_best.keras, model_final.keras, config.js
 history.csv and TensorBoard logs (``tensorboard --logdir results``).
 """
 
-import sys
-
 from utils.cli import parse_training_args
 from utils.config import TrainingConfig
 from utils.defaults import DEFAULT_HU_WINDOW
@@ -39,23 +37,63 @@ defaults = TrainingConfig(
     epochs=EPOCHS, learning_rate=LEARNING_RATE, lr_schedule=LR_SCHEDULE, data=DATA, hu_window=HU_WINDOW, precision=PRECISION,
     time_limit_minutes=TIME_LIMIT_MINUTES, seed=SEED,
 )
-if "--quick" in sys.argv:
-    defaults = TrainingConfig(**{**defaults.to_dict(), **QUICK})
-config, options = parse_training_args(defaults, __doc__.split("\n")[0])
+config, options = parse_training_args(defaults, __doc__.split("\n")[0], quick=QUICK)
 
-# ## Data: the embedded phantoms unless --data is given; crops, flips and noise on the fly
-from utils import training  # noqa: E402  (TensorFlow loads after --help has been answered)
+# TensorFlow loads only now, after --help has been answered.
+import keras  # noqa: E402
 
-run, resuming, data = training.prepare(config, options)
+from models import build_model  # noqa: E402
+from utils import training  # noqa: E402
+from utils.errors import user_errors  # noqa: E402
+from utils.metrics import psnr_metric, ssim_metric  # noqa: E402
+from utils.pipeline import make_dataset  # noqa: E402
 
-# ## Model
-with training.make_strategy(config.distribute).scope():
-    model = training.compile_model(training.build_or_load_model(config), config, data.steps_per_epoch)
+# A bad setting, data or model file, or a refused run folder, ends the script here with
+# "error: <message>" and exit status 1, before anything is trained or written.
+with user_errors():
+    # ## Run folder: results/<run>/; an unfinished run there with the same settings is resumed
+    run = training.Run(config, options)  # finished runs and changed settings are refused unless --overwrite
+    training.configure_runtime(config, options)  # seeds, deterministic ops, the --precision policy, --distribute set-up
+
+    # ## Data: the embedded phantoms unless --data is given; crops, flips and fresh noise every epoch
+    train_volumes, val_volumes, described = training.load_training_volumes(config, quick=options.quick)
+    sampling = training.patch_sampling(config)  # --patch crops, flips, --zoom-range, --window-augmentation; the prior for ResPrU-Net
+    noise = training.training_noise(config)  # Gaussian of sigma --noise, or blind: a sigma per sample in --noise-range
+    common = dict(sampling=sampling, noise=noise, batch_size=config.batch_size, seed=config.seed)
+    per_volume = training.samples_per_volume(config, train_volumes, sampling, described)  # --samples-per-volume, --balance-data
+    train = make_dataset(train_volumes, training=True, samples_per_volume=per_volume, **common)  # shuffled, new crops every epoch
+    val_per_volume = config.validation_samples_per_volume or None  # the same samples, crops and noise every epoch
+    val = make_dataset(val_volumes, training=False, samples_per_volume=val_per_volume, **common)
+    panel = next(iter(make_dataset(val_volumes, training=False, cache=False, samples_per_volume=val_per_volume, **common)))  # TensorBoard images
+    train, val = training.shard_per_worker(config, train, val)
+
+    # ## Model: built and compiled inside the distribution strategy (--distribute)
+    with training.make_strategy(config.distribute).scope():
+        model = training.load_initial_model(config) if config.init_model else build_model(config.model, **config.model_options)
+        learning_rate = config.learning_rate
+        if config.lr_schedule == "cosine":  # decays to 1 % of --learning-rate over the planned epochs
+            learning_rate = keras.optimizers.schedules.CosineDecay(
+                config.learning_rate, decay_steps=training.cosine_decay_steps(config, train), alpha=0.01
+            )
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+            loss="mse",
+            metrics=["mae", psnr_metric, ssim_metric],
+        )
 model.summary(line_length=100)
-run.write_config(config, data.description)
+run.write_config(described)  # config.json: settings, versions, data; a run killed from here on resumes
 
 # ## Training: checkpoints, TensorBoard, resume from the last completed epoch after a kill
-summary = training.fit(model, config, run, resuming, data)
+run.restore(model)  # weights and optimizer state of an interrupted run's last completed epoch
+model.fit(
+    train,
+    validation_data=val,
+    epochs=config.epochs,
+    initial_epoch=run.initial_epoch,
+    callbacks=run.callbacks(panel),  # history.csv, best model, TensorBoard, time limit, resume state
+    shuffle=False,
+)
 
 # ## Summary
+summary = run.finish(model)  # model_final.keras and finished.json
 print(training.summary_line(summary))

@@ -7,12 +7,20 @@ can never drift from the configuration object.
 
 import argparse
 import dataclasses
+import sys
 
 from utils.config import TrainingConfig, resolve_filters
 
 
-def parse_training_args(defaults, description, argv=None):
-    """Parse the command line over ``defaults`` (a TrainingConfig); return (config, extra options)."""
+def parse_training_args(defaults, description, argv=None, quick=None):
+    """Parse the command line over ``defaults`` (a TrainingConfig); return (config, extra options).
+
+    ``quick`` (a dict of settings, the script's QUICK) replaces those defaults when ``--quick`` is
+    given, so that options given explicitly still win over it.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if quick and "--quick" in argv:
+        defaults = TrainingConfig(**{**defaults.to_dict(), **quick})
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for field in _options():
         default = getattr(defaults, field.name)

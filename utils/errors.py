@@ -4,6 +4,8 @@ Every message names the offending file (or setting) and the problem, so that a u
 who feeds the toolkit a broken scan knows what to fix without reading a traceback.
 """
 
+import contextlib
+
 
 class DataError(ValueError):
     """Input data that cannot be used: missing, unreadable, truncated, inconsistent or non-finite."""
@@ -29,3 +31,18 @@ class ModelFileError(ValueError):
 
 class RunDirectoryError(RuntimeError):
     """An output folder that would be overwritten, or cannot be resumed."""
+
+
+# The errors a user can cause with a setting, a file or an output folder (not bugs).
+USER_ERRORS = (ConfigError, DataError, ModelFileError, RunDirectoryError)
+
+
+@contextlib.contextmanager
+def user_errors():
+    """In a script: a bad setting, data or model file, or a refused run folder ends it with
+    ``error: <message>`` on stderr and exit status 1, without a traceback. Library code raises;
+    only the top-level scripts use this."""
+    try:
+        yield
+    except USER_ERRORS as error:
+        raise SystemExit(f"error: {error}") from None

@@ -1,5 +1,14 @@
 """The machinery behind the training scripts: run folders, runtime set-up, data, callbacks.
 
+The scripts show the machine learning (data, model, loss, optimizer, ``model.fit``); this module
+holds the pieces they name and the plumbing around them, which :class:`Run` gathers in one object::
+
+    run = Run(config, options)               # checks the settings; refuses, starts or resumes the folder
+    run.write_config(data_description)       # config.json: from here on a killed run resumes
+    run.restore(model)                       # an interrupted run's last completed epoch -> run.initial_epoch
+    model.fit(..., initial_epoch=run.initial_epoch, callbacks=run.callbacks(panel_samples))
+    summary = run.finish(model)              # model_final.keras, finished.json; the resume state removed
+
 Run folder layout (``results/<run_name>/``)::
 
     config.json          every setting, library versions, git commit, data description
@@ -20,7 +29,6 @@ import os
 import shutil
 import sys
 import time
-import typing
 from pathlib import Path
 
 import keras
@@ -30,7 +38,6 @@ import tensorflow as tf
 from utils import atomic, locks
 from utils.config import TrainingConfig, environment_record
 from utils.errors import ConfigError, DataError, ModelFileError, RunDirectoryError
-from utils.metrics import psnr_metric, ssim_metric
 from utils.noise import estimate_noise_sigma, make_noise
 from utils.pipeline import PatchSampling, balanced_samples_per_volume, check_patch_fits, make_dataset
 
@@ -115,8 +122,14 @@ def default_run_name(config):
 
 
 # ----------------------------------------------------------------------------- runtime
-def configure_runtime(config, deterministic=True, logical_cpus=0):
-    """Seed everything, choose the precision policy and, for tests, split the CPU into devices."""
+def configure_runtime(config, options=None):
+    """Seed everything, choose the precision policy and, for tests, split the CPU into devices.
+
+    ``options``: the scripts' extra options (``deterministic``, ``logical_cpus``); default: deterministic
+    ops on the machine's devices as they are.
+    """
+    deterministic = getattr(options, "deterministic", True)
+    logical_cpus = getattr(options, "logical_cpus", 0)
     if logical_cpus > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * logical_cpus)
@@ -252,54 +265,16 @@ def resolve_data(config, quick=False):
 QUICK_PHANTOMS = {"out_dir": "data/phantom_quick", "n_train": 2, "n_val": 1, "n_test": 1, "shape": (16, 64, 64), "spacing": (2.5, 4.0, 4.0)}
 
 
-def prepare(config, options):
-    """Validate settings, read the data, check the run folder and build the pipelines.
+def load_training_volumes(config, quick=False):
+    """The clean training and validation volumes of a run (see :func:`resolve_data`) and their description.
 
-    Everything that can fail on a bad setting or bad data happens here, before any model is
-    built, and fails with a one-line message (the scripts exit with it). Returns
-    ``(run, resuming, TrainingData)``.
+    Prints a warning for every training volume whose own noise is not small against the
+    training noise (:func:`noisy_target_warnings`). Raises DataError or ConfigError.
     """
-    try:
-        config.out = config.out or f"results/{default_run_name(config)}"
-        config.validate()
-        if config.init_model and not Path(config.init_model).is_file():
-            raise ConfigError(f"--init-model {config.init_model}: no such model file")
-        run, resuming = RunDirectory.prepare(config, overwrite=options.overwrite)
-        train_volumes, val_volumes, description = resolve_data(config, quick=options.quick)
-        for message in noisy_target_warnings(description["train"], configured_noise(config).effective_sigma):
-            print(f"warning: {message}", file=sys.stderr)
-        configure_runtime(config, deterministic=options.deterministic, logical_cpus=options.logical_cpus)
-        sources = [volume.get("data_path") for volume in description["train"]]
-        train, validation, panel_samples = training_data(config, train_volumes, val_volumes, train_sources=sources)
-    except (ConfigError, DataError, RunDirectoryError) as error:
-        raise SystemExit(f"error: {error}") from None
-    return run, resuming, TrainingData(train, validation, panel_samples, description)
-
-
-class TrainingData(typing.NamedTuple):
-    train: tf.data.Dataset
-    validation: tf.data.Dataset
-    panel_samples: tuple  # fixed validation (inputs, clean) shown in TensorBoard
-    description: dict  # what was read, for config.json
-
-    @property
-    def steps_per_epoch(self):
-        steps = int(self.train.cardinality())
-        return steps if steps > 0 else None
-
-
-def fit(model, config, run, resuming, data):
-    """model.fit with every callback; resumes an interrupted run from its last completed epoch."""
-    config_record = config.to_dict()
-    start_epoch = EpochState(run.backup).restore(model) if resuming else 0
-    if resuming:
-        print(f"Resuming {run.path} at epoch {start_epoch + 1}")
-    started = time.monotonic()
-    callbacks = training_callbacks(config, run, config_record, data.panel_samples, best_loss=best_validation_loss(run.history_path))
-    model.fit(
-        data.train, validation_data=data.validation, epochs=config.epochs, initial_epoch=start_epoch, callbacks=callbacks, shuffle=False
-    )
-    return finish_run(model, run, config_record, started)
+    train, val, description = resolve_data(config, quick=quick)
+    for message in noisy_target_warnings(description["train"], configured_noise(config).effective_sigma):
+        print(f"warning: {message}", file=sys.stderr)
+    return train, val, description
 
 
 def split_validation(volumes, fraction=0.15):
@@ -320,12 +295,10 @@ def configured_noise(config):
     return make_noise(config.noise, config.noise_model, **options)
 
 
-def training_data(config, train_volumes, val_volumes, train_sources=None):
-    """The training and validation pipelines described by ``config``.
-
-    ``train_sources`` names the ``--data`` path of each training volume, for ``balance_data``.
-    """
-    sampling = PatchSampling(
+def patch_sampling(config):
+    """How the samples of a run are cut: --patch crops inside --central-fraction, flips, --zoom-range,
+    --window-augmentation, and for ResPrU-Net the neighbour-slice prior (:class:`utils.pipeline.PatchSampling`)."""
+    return PatchSampling(
         patch=config.patch,
         use_prior=config.prior,
         prior_half_window=config.prior_half_window,
@@ -336,72 +309,85 @@ def training_data(config, train_volumes, val_volumes, train_sources=None):
         base_hu_window=config.hu_window,
         zoom_range=config.zoom_range,
     )
-    check_patch_fits([v.shape for v in train_volumes + val_volumes], sampling)
-    noise = configured_noise(config)
-    if config.noise_range:  # blind: sigma drawn per sample in the range; the model gets no noise level
+
+
+def training_noise(config):
+    """The noise added to the samples: --noise-model at --noise, or for blind training (--noise-range)
+    a Gaussian sigma drawn per sample in the range (the model gets no noise level)."""
+    if config.noise_range:
         from utils.noise import GaussianRangeNoise
 
-        noise = GaussianRangeNoise(*config.noise_range)
-    common = {"sampling": sampling, "noise": noise, "batch_size": config.batch_size, "seed": config.seed}
+        return GaussianRangeNoise(*config.noise_range)
+    return configured_noise(config)
+
+
+def samples_per_volume(config, volumes, sampling, description=None):
+    """Training samples per volume and epoch: --samples-per-volume (None: one per slice in 2D, one per
+    patch depth in 3D), or with --balance-data counts that give every --data path the same share.
+
+    ``description`` is :func:`load_training_volumes`' record of the volumes (it names their paths).
+    """
     per_volume = config.samples_per_volume or None
-    train_counts = per_volume
-    if config.balance_data:
-        sources = train_sources or [None] * len(train_volumes)
-        train_counts = balanced_samples_per_volume(train_volumes, sources, sampling, per_volume)
-    train = make_dataset(train_volumes, training=True, samples_per_volume=train_counts, **common)
+    if not config.balance_data:
+        return per_volume
+    sources = [volume.get("data_path") for volume in (description or {}).get("train", [])] or [None] * len(volumes)
+    return balanced_samples_per_volume(volumes, sources, sampling, per_volume)
+
+
+def shard_per_worker(config, *datasets):
+    """With --distribute multiworker, each worker takes its share of every dataset's batches; else unchanged."""
+    if config.distribute != "multiworker":
+        return datasets
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return tuple(dataset.with_options(options) for dataset in datasets)
+
+
+def training_data(config, train_volumes, val_volumes, train_sources=None):
+    """The training and validation pipelines described by ``config``, and fixed validation samples
+    for the image panels: the datasets the training scripts build, from the same pieces.
+
+    ``train_sources`` names the ``--data`` path of each training volume, for ``balance_data``.
+    """
+    sampling = patch_sampling(config)
+    check_patch_fits([v.shape for v in train_volumes + val_volumes], sampling)
+    description = {"train": [{"data_path": source} for source in train_sources or [None] * len(train_volumes)]}
+    common = {"sampling": sampling, "noise": training_noise(config), "batch_size": config.batch_size, "seed": config.seed}
+    train = make_dataset(train_volumes, training=True, samples_per_volume=samples_per_volume(config, train_volumes, sampling, description), **common)
     # Counted apart from training: many random crops per epoch need not mean as many fixed validation samples.
     val_per_volume = config.validation_samples_per_volume or None
     validation = make_dataset(val_volumes, training=False, samples_per_volume=val_per_volume, **common)
     # The same fixed validation samples for the image panels, read without touching the cache.
     panel_inputs, panel_clean = next(iter(make_dataset(val_volumes, training=False, cache=False, samples_per_volume=val_per_volume, **common)))
-    if config.distribute == "multiworker":
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        train, validation = train.with_options(options), validation.with_options(options)
+    train, validation = shard_per_worker(config, train, validation)
     return train, validation, (panel_inputs, panel_clean)
 
 
 # ----------------------------------------------------------------------------- model
-def build_or_load_model(config):
-    """A fresh model from the builders, or one to continue from (``init_model``: .keras or reference .h5).
+def load_initial_model(config):
+    """The model to continue training from (--init-model: a .keras file, or a reference repository .h5).
 
-    A model file that cannot be loaded, or whose dimensionality or prior input does not match
-    the settings, stops the script with a one-line message before anything is written.
+    Raises ModelFileError when the file cannot be loaded, or when its dimensionality or prior
+    input does not match the settings.
     """
-    from models import build_model
     from models.inference import model_info
     from models.storage import load_model
 
-    if not config.init_model:
-        return build_model(config.model, **config.model_options)
-    try:
-        model, _ = load_model(config.init_model)
-        info = model_info(model)
-    except (ModelFileError, ConfigError) as error:
-        raise SystemExit(f"error: {error}") from None
+    model, _ = load_model(config.init_model)
+    info = model_info(model)
     if info.ndim != config.ndim or info.needs_prior != config.prior:
         kind = f"{info.ndim}D{' with a prior input' if info.needs_prior else ''}"
         wanted = f"{config.ndim}D{' with a prior input' if config.prior else ''}"
-        raise SystemExit(f"error: {config.init_model}: the model is {kind}, this training needs {wanted}")
+        raise ModelFileError(config.init_model, f"the model is {kind}, this training needs {wanted}")
     return model
 
 
-def compile_model(model, config, steps_per_epoch=None):
-    """Adam on the MSE loss; with ``lr_schedule="cosine"`` the rate decays to 1 % of its start
-    over the planned epochs (needs ``steps_per_epoch``), which gains most in short trainings."""
-    learning_rate = config.learning_rate
-    if config.lr_schedule == "cosine":
-        if not steps_per_epoch:
-            raise SystemExit("error: --lr-schedule cosine needs a known number of steps per epoch; use constant")
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            config.learning_rate, decay_steps=config.epochs * steps_per_epoch, alpha=0.01
-        )
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss="mse",
-        metrics=["mae", psnr_metric, ssim_metric],
-    )
-    return model
+def cosine_decay_steps(config, dataset):
+    """Steps of the planned training (epochs x batches per epoch), over which --lr-schedule cosine decays."""
+    steps = int(dataset.cardinality())
+    if steps <= 0:
+        raise ConfigError("--lr-schedule cosine needs a known number of steps per epoch; use constant")
+    return config.epochs * steps
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -575,28 +561,72 @@ def best_validation_loss(history_path):
     return min(values, default=np.inf)
 
 
-def finish_run(model, run, config_record, started):
-    """Save the final model, remove the resume state, mark the run finished, return a summary."""
-    from models.storage import save_model
+# ----------------------------------------------------------------------------- the run
+class Run:
+    """One training run and its folder: everything around ``model.fit`` that is not machine learning.
 
-    save_model(model, run.final_model, config_record)
-    with open(run.history_path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    best = min(rows, key=lambda r: float(r["val_loss"]))
-    summary = {
-        "best_epoch": int(best["epoch"]),
-        "val_psnr": float(best["val_psnr"]),
-        "val_ssim": float(best["val_ssim"]),
-        "epochs_completed": len(rows),
-        "minutes": (time.monotonic() - started) / 60,
-        "best_model": str(run.best_model),
-        "replicas": int(model.distribute_strategy.num_replicas_in_sync),  # devices (and workers) that shared each step
-    }
-    run.mark_finished(summary)
-    shutil.rmtree(run.backup, ignore_errors=True)
-    for leftover in run.path.glob(".*.tmp*"):  # from writes interrupted by a kill in an earlier part of the run
-        leftover.unlink()
-    return summary
+    ``Run(config, options)`` fills in the default --out, validates the settings, checks that an
+    --init-model file exists, locks the folder and refuses a finished run, a run with other settings
+    or a foreign folder unless --overwrite (:meth:`RunDirectory.prepare`; RunDirectoryError or
+    ConfigError). Nothing is written until :meth:`write_config`.
+    """
+
+    def __init__(self, config, options):
+        config.out = config.out or f"results/{default_run_name(config)}"
+        config.validate()
+        if config.init_model and not Path(config.init_model).is_file():
+            raise ConfigError(f"--init-model {config.init_model}: no such model file")
+        self.config = config
+        self.directory, self.resuming = RunDirectory.prepare(config, overwrite=getattr(options, "overwrite", False))
+        self.initial_epoch = 0
+        self.started = None
+
+    @property
+    def path(self):
+        return self.directory.path
+
+    def write_config(self, data_description):
+        """config.json (settings, environment, data): the run exists, and is resumed after a kill."""
+        self.directory.write_config(self.config, data_description)
+
+    def restore(self, model):
+        """Put an interrupted run's last completed epoch (weights, optimizer state) into the compiled
+        ``model``; return the epoch to start from, also kept as ``initial_epoch`` (0 for a new run)."""
+        self.initial_epoch = EpochState(self.directory.backup).restore(model) if self.resuming else 0
+        if self.resuming:
+            print(f"Resuming {self.path} at epoch {self.initial_epoch + 1}")
+        self.started = time.monotonic()
+        return self.initial_epoch
+
+    def callbacks(self, panel_samples):
+        """history.csv, best model, TensorBoard and image panels of ``panel_samples`` (fixed validation
+        ``(inputs, clean)``), the optional early stop, plateau and time limit, and the resume state (last)."""
+        best = best_validation_loss(self.directory.history_path)
+        return training_callbacks(self.config, self.directory, self.config.to_dict(), panel_samples, best_loss=best)
+
+    def finish(self, model):
+        """Save the final model, remove the resume state, mark the run finished, return the summary."""
+        from models.storage import save_model
+
+        run = self.directory
+        save_model(model, run.final_model, self.config.to_dict())
+        with open(run.history_path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        best = min(rows, key=lambda r: float(r["val_loss"]))
+        summary = {
+            "best_epoch": int(best["epoch"]),
+            "val_psnr": float(best["val_psnr"]),
+            "val_ssim": float(best["val_ssim"]),
+            "epochs_completed": len(rows),
+            "minutes": (time.monotonic() - (self.started or time.monotonic())) / 60,
+            "best_model": str(run.best_model),
+            "replicas": int(model.distribute_strategy.num_replicas_in_sync),  # devices (and workers) that shared each step
+        }
+        run.mark_finished(summary)
+        shutil.rmtree(run.backup, ignore_errors=True)
+        for leftover in run.path.glob(".*.tmp*"):  # from writes interrupted by a kill in an earlier part of the run
+            leftover.unlink()
+        return summary
 
 
 def summary_line(summary):
