@@ -118,6 +118,7 @@ def main(argv=None):
     parser.add_argument("--depth", type=int, default=None, help="slices per volume (default 24; --quick 8)")
     parser.add_argument("--cache", type=Path, default=None,
                         help="per-sample results of each (set, level, method) to reuse (default results/real_ct_cache; --quick: none)")
+    parser.add_argument("--sets", nargs="+", default=None, help="only these test sets, by name (e.g. 'crlm_abdomen volume 3 mm')")
     parser.add_argument("--no-reuse", action="store_true", help="recompute everything (the cache is still written)")
     args = parser.parse_args(argv)
     command = " ".join(["python3 benchmarks/real_ct.py", *map(str, argv if argv is not None else sys.argv[1:])])
@@ -135,6 +136,11 @@ def main(argv=None):
         split = load_split(args.split)
         started, cpu_started = time.monotonic(), time.process_time()
         sets, test_files = build_sets(root, split, **sizes)
+        if args.sets:
+            unknown = sorted(set(args.sets) - {s.name for s in sets})
+            if unknown:
+                raise SystemExit(f"error: no test set named {', '.join(map(repr, unknown))}; the sets are {', '.join(repr(s.name) for s in sets)}")
+            sets = [s for s in sets if s.name in args.sets]
         models, model_notes = select_models(args.models, test_files, two_d_only=args.quick and args.models is None)
         cache = args.cache if args.cache is not None else (None if args.quick else DEFAULT_CACHE)
         report = run(sets, levels, models, quick=args.quick, tuned_dir=args.tuned_dir or assessment.DEFAULT_TUNED_DIR,
@@ -315,6 +321,8 @@ def model_levels(config):
 
 
 def applies_at(config, sigma):
+    if (config.get("noise_model") or "gaussian") != "gaussian":
+        return False  # trained for another noise (simulated low dose): benchmarks/lowdose_quality.py scores it
     kind, value = model_levels(config)
     if kind == "blind":
         return value[0] - 1e-9 <= sigma <= value[1] + 1e-9

@@ -454,3 +454,17 @@ def test_noise_settings_check_the_dose_options():
     assert assessment.parse_dose_list("0.25,0.1") == [0.25, 0.1]
     with pytest.raises(ConfigError):
         assessment.parse_dose_list("0.25,2")
+
+
+def test_default_models_include_blind_ones_in_their_range_and_leave_low_dose_ones_out(tmp_path):
+    from models import build_model, save_model
+
+    model = build_model("convnet", ndim=2, filters=2)
+    save_model(model, tmp_path / "level.keras", {"model": "convnet", "ndim": 2, "noise": 0.05})
+    save_model(model, tmp_path / "blind.keras", {"model": "convnet", "ndim": 2, "noise": 0.05, "noise_range": [0.01, 0.12]})
+    save_model(model, tmp_path / "lowdose.keras", {"model": "convnet", "ndim": 2, "noise": 0.05, "noise_model": "ct_lowdose", "dose": 0.25})
+    chosen, _ = assessment.discover_models(tmp_path, 0.05)
+    assert sorted(p.name for p in chosen) == ["blind.keras", "level.keras"]
+    chosen, notes = assessment.discover_models(tmp_path, 0.10)
+    assert [p.name for p in chosen] == ["blind.keras"] and any("lowdose.keras" in n and "ct_lowdose" in n for n in notes)
+    assert assessment.discover_models(tmp_path, 0.2)[0] == []

@@ -670,7 +670,8 @@ def trained_noise(config):
 
 
 def discover_models(folder=DEFAULT_MODELS_DIR, noise=None, ndims=(2,), noise_model="gaussian", dose=None):
-    """Model files in ``folder`` whose embedded config has this ``noise`` and an ``ndim`` in ``ndims``.
+    """Model files in ``folder`` whose embedded config has this ``noise`` (or a blind ``noise_range``
+    holding it) and an ``ndim`` in ``ndims``.
 
     With ``noise_model="ct_lowdose"``: the models trained with ``--noise-model ct_lowdose`` at this
     ``dose`` instead (``noise`` unused). Returns ``(paths, notes)``: ``notes`` says what was skipped and
@@ -687,12 +688,18 @@ def discover_models(folder=DEFAULT_MODELS_DIR, noise=None, ndims=(2,), noise_mod
     chosen, notes = [], []
     for path in files:
         ndim, model_noise = model_dims(path)
+        config = _model_config(path)
+        low, high = (config.get("noise_range") or (None, None))[:2]
+        blind_fit = low is not None and noise is not None and low <= float(noise) <= high
         if ndim is None:
             notes.append(f"note: skipping {path} (no embedded configuration says its ndim and noise; pass it with --models)")
+        elif (config.get("noise_model") or "gaussian") != "gaussian":
+            notes.append(f"note: skipping {path} (trained on {config['noise_model']} noise; assess it with --noise-model {config['noise_model']})")
         elif ndim not in ndims:
             notes.append(f"note: skipping {path} (ndim {ndim}, this demo takes {' or '.join(map(str, ndims))}D models)")
-        elif model_noise is None or noise is None or not math.isclose(float(model_noise), float(noise), rel_tol=1e-6):
-            notes.append(f"note: skipping {path} (trained at noise {model_noise}, assessing {noise})")
+        elif not blind_fit and (model_noise is None or noise is None or not math.isclose(float(model_noise), float(noise), rel_tol=1e-6)):
+            trained = f"noise {low}-{high} (blind)" if low is not None else f"noise {model_noise}"
+            notes.append(f"note: skipping {path} (trained at {trained}, assessing {noise})")
         else:
             chosen.append(path)
     if not chosen:

@@ -84,8 +84,8 @@ def choose_model(scan, sigma, folder=DEFAULT_MODELS_DIR):
     candidates = []
     for path, config in shipped_models(folder):
         key = (config.get("model"), config.get("ndim"))
-        if key not in ranking:
-            continue
+        if key not in ranking or (config.get("noise_model") or "gaussian") != "gaussian":
+            continue  # a model for simulated low-dose noise is chosen only by --model
         low, high = (config.get("noise_range") or (config["noise"], config["noise"]))[:2]
         mismatch = 0.0 if low <= sigma <= high else min(abs(math.log(max(sigma, 1e-4) / max(v, 1e-4))) for v in (low, high))
         blind = config.get("noise_range") is not None and len(config.get("noise_range")) == 2
