@@ -356,6 +356,8 @@ def select_models(paths, test_files, two_d_only=False):
             notes.append(f"{path.name} skipped: trained or validated on test data ({leaks[0]}{', ...' if len(leaks) > 1 else ''})")
         elif config.get("ndim") not in (2, 3):
             notes.append(f"{path.name} skipped: its config records no ndim")
+        elif (config.get("noise_model") or "gaussian") != "gaussian":
+            notes.append(f"{path.name} skipped: trained on {config['noise_model']} noise, not Gaussian (benchmarks/lowdose_quality.py scores it)")
         elif two_d_only and config.get("ndim") != 2:
             notes.append(f"{path.name} skipped: --quick assesses 2D models only")
         elif model_levels(config)[1] is None:
@@ -610,6 +612,9 @@ def markdown(report):
         lines.append(f"  - `{s['name']}` ({s['dataset']}): {s['description']}.")
     lines.append("- **Models**: " + "; ".join(f"`{m['file']}` ({m['ndim']}D, {m['levels']})" for m in report["models"]) + ".")
     reused = sum(r["reused"] for r in report["rows"])
+    method_minutes = sum(r["seconds"] * r["n"] for r in report["rows"]) / 60
+    lines.append(f"- **Method time**: {method_minutes:.1f} min of wall clock summed over every (set, level, method) result, "
+                 "reused ones included (tuning, warm-up calls and data loading not counted).")
     if reused:
         lines.append(f"- **Reused**: {reused} of {len(report['rows'])} (set, level, method) results, seconds included, were read from "
                      f"`{Path(report['cache']).name}/` (`--cache`), written by an earlier run of this script with the same data, "
