@@ -1,7 +1,7 @@
 """Denoising simulated and real low-dose CT: BM3D against the Gaussian-trained and the ct_lowdose-trained 2D U-Nets.
 
-    python3 benchmarks/lowdose_quality.py                 # about 10 minutes on 2 CPU cores
-    python3 benchmarks/lowdose_quality.py --quick --out /tmp/x   # smoke run: 2 small crops, 1 real slice
+    python3 -m benchmarks.lowdose_quality                 # about 10 minutes on 2 CPU cores
+    python3 -m benchmarks.lowdose_quality --quick --out /tmp/x   # smoke run: 1 small crop, 1 real slice
 
 Part A, simulated low dose with a clean reference. Clean TEST slices of the committed patient split
 (``data/real_ct_split.json``, ``utils.real_ct_split.test_paths``): ``CRLM_SLICES`` evenly spaced slices of
@@ -33,9 +33,10 @@ volume; ``bm3d_tuned`` uses the multiplier tuned at dose 0.25 in part A). Measur
   smoothed range < 40 HU, in-body: no pixel of the smoothed image below -300 HU); the std of each method's
   pixels in the SAME regions, median over regions;
 * edge 10-90 % rise width (pixels): edges found on the smoothed noisy image where the gradient magnitude
-  is a local maximum along its direction and the step across +-``EDGE_CLASSIFY`` pixels is air/skin (low side
-  < -700 HU, high side in [-250, 250] HU) or soft tissue/bone (low side in [-150, 150] HU, high side > 250
-  HU); up to ``EDGES_PER_SLICE`` per slice, at least ``EDGE_SPACING`` pixels apart, strongest first. The
+  (above its 80th percentile) is a local maximum along its direction and the step across +-``EDGE_CLASSIFY``
+  pixels is air/skin (low side < -700 HU, high side in [-250, 250] HU), fat/muscle (low side in [-150, -50] HU,
+  high side in [0, 100] HU) or soft tissue/bone (low side in [-150, 150] HU, high side > 250 HU); per slice up
+  to ``EDGES_PER_KIND`` of each kind, at least ``EDGE_SPACING`` pixels from any other, strongest first. The
   profile across each edge, bilinear on every method's image along the gradient direction over
   +-``EDGE_HALF`` pixels at 0.25-pixel steps, averaged over 5 parallel lines -2..2 pixels along the edge,
   is normalised between its end plateaus (mean of the first and last 2 pixels); the width is the distance
@@ -55,8 +56,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m benchmarks.<name>
+    os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
@@ -67,6 +68,7 @@ WINDOW = (-1000.0, 400.0)
 DOSES = (0.25, 0.1)
 SEED = 2026
 CROP = 256
+QUICK_CROP = 96  # --quick: one clean slice, simulated and scored on its central 96 x 96 pixels only
 CRLM_SLICES = 4
 MULTIPLIERS = (0.8, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
 MODEL_STEMS = ("unet2d_noise0.02", "unet2d_noise0.05", "unet2d_blind", "unet2d_lowdose")
@@ -76,7 +78,8 @@ ROI = 16
 SMOOTH_SIGMA = 3.0
 EDGE_HALF = 6
 EDGE_CLASSIFY = 4  # pixels either side at which an edge's two tissues are read
-EDGES_PER_SLICE = 8
+EDGES_PER_KIND = 4  # per slice
+EDGE_KINDS = ("air/skin", "fat/muscle", "soft tissue/bone")
 EDGE_SPACING = 10
 OUT_MD = REPO / "benchmarks" / "RESULTS_lowdose_quality.md"
 OUT_JSON = REPO / "benchmarks" / "RESULTS_lowdose_quality.json"
@@ -119,7 +122,7 @@ def clean_test_slices(root, quick):
             for k, volume in enumerate(read_ct(path, WINDOW)):
                 out.append((f"COVID_{path.parent.name}_{k}", volume.array[0], float(volume.spacing[-1])))
     if quick:
-        out = [out[0]] + [s for s in out if s[0].startswith("COVID")][:1]
+        out = out[:1]
     return out
 
 
@@ -165,7 +168,7 @@ def simulated_study(slices, models, quick):
     from utils.noise_level import estimate_scan_sigma
     from utils.tuning import grid_search
 
-    crop = 128 if quick else CROP
+    crop = QUICK_CROP if quick else CROP
     multipliers = (1.0, 2.0) if quick else MULTIPLIERS
     results = {}
     for d, dose in enumerate(DOSES[:1] if quick else DOSES):
@@ -221,7 +224,7 @@ def flat_regions(smooth_hu, size=ROI, stride=ROI // 2):
     return found
 
 
-def find_edges(smooth_hu, max_edges=EDGES_PER_SLICE):
+def find_edges(smooth_hu, per_kind=EDGES_PER_KIND):
     """Edge points ``(y, x, gy, gx, kind)`` of a smoothed slice: gradient-magnitude maxima along the gradient
     whose step is air/skin or soft tissue/bone (see the module notes); strongest first, spaced apart."""
     from scipy import ndimage
@@ -231,7 +234,7 @@ def find_edges(smooth_hu, max_edges=EDGES_PER_SLICE):
     h, w = smooth_hu.shape
     margin = EDGE_HALF + 3
     candidates = []
-    threshold = np.percentile(mag, 95)
+    threshold = np.percentile(mag, 80)
     ys, xs = np.nonzero(mag > threshold)
     for y, x in zip(ys, xs):
         if not (margin <= y < h - margin and margin <= x < w - margin):
@@ -244,6 +247,8 @@ def find_edges(smooth_hu, max_edges=EDGES_PER_SLICE):
         low, high = ndimage.map_coordinates(smooth_hu, [[y - d * uy, y + d * uy], [x - d * ux, x + d * ux]], order=1)
         if low < -700 and -250 < high < 250:
             kind = "air/skin"
+        elif -150 < low < -50 and 0 < high < 100:
+            kind = "fat/muscle"
         elif -150 < low < 150 and high > 250:
             kind = "soft tissue/bone"
         else:
@@ -251,7 +256,7 @@ def find_edges(smooth_hu, max_edges=EDGES_PER_SLICE):
         candidates.append((mag[y, x], y, x, uy, ux, kind))
     chosen = []
     for strength, y, x, uy, ux, kind in sorted(candidates, reverse=True):
-        if sum(1 for c in chosen if c[4] == kind) >= max_edges // 2:
+        if sum(1 for c in chosen if c[4] == kind) >= per_kind:
             continue
         if all((y - c[0]) ** 2 + (x - c[1]) ** 2 >= EDGE_SPACING**2 for c in chosen):
             chosen.append((y, x, uy, ux, kind))
@@ -312,7 +317,7 @@ def real_study(volumes, models, bm3d_multiplier, quick):
             n_edges += len(edges)
             for method, images in outputs.items():
                 hu = to_hu(images[k])
-                entry = per_method.setdefault(method, {"noise_std_hu": [], "edge_width": {"air/skin": [], "soft tissue/bone": []}})
+                entry = per_method.setdefault(method, {"noise_std_hu": [], "edge_width": {kind: [] for kind in EDGE_KINDS}})
                 entry["noise_std_hu"] += [float(np.std(hu[y : y + ROI, x : x + ROI])) for y, x in regions]
                 for edge in edges:
                     entry["edge_width"][edge[4]].append(rise_width(hu, edge))
@@ -333,10 +338,14 @@ def real_study(volumes, models, bm3d_multiplier, quick):
             "edges_measured": {kind: len(w) for kind, w in widths.items()},
             "edge_width_px_median_all": float(np.median(pooled)) if pooled else None,
         }
-    reference = summary.get("bm3d_est", {}).get("edge_width_px_median_all")
+    reference = summary.get("bm3d_est", {})
     for method, entry in summary.items():
-        value = entry["edge_width_px_median_all"]
-        entry["edge_width_vs_bm3d"] = None if (value is None or not reference) else value / reference
+        value, ref = entry["edge_width_px_median_all"], reference.get("edge_width_px_median_all")
+        entry["edge_width_vs_bm3d"] = None if (value is None or not ref) else value / ref
+        entry["edge_width_vs_bm3d_by_kind"] = {
+            kind: (None if (w is None or not reference["edge_width_px_median"].get(kind)) else w / reference["edge_width_px_median"][kind])
+            for kind, w in entry["edge_width_px_median"].items()
+        }
     return summary, details, figure
 
 
@@ -380,7 +389,7 @@ def markdown(report, figure_name):
     lines = [
         "# Low-dose CT: BM3D against Gaussian-trained and ct_lowdose-trained 2D U-Nets",
         "",
-        f"`python3 benchmarks/lowdose_quality.py{' --quick' if report['quick'] else ''}`; machine: {report['machine']['cpu_model']}, "
+        f"`python3 -m benchmarks.lowdose_quality{' --quick' if report['quick'] else ''}`; machine: {report['machine']['cpu_model']}, "
         f"{report['machine']['usable_cpus']} usable CPUs; commit {report['machine']['git_commit']}; {report['seconds']:.0f} s.",
         "",
     ]
@@ -425,16 +434,17 @@ def markdown(report, figure_name):
         "ratio to `bm3d_est` over all edges (< 1 sharper).",
         "",
     ]
-    header = ["method", "noise std (HU)", "air/skin width (px)", "tissue/bone width (px)", "all edges (px)", "width / BM3D"]
+    header = ["method", "noise std (HU)"] + [f"{kind} width (px)" for kind in EDGE_KINDS] + ["all edges (px)", "all / BM3D", "fat/muscle / BM3D"]
     rows = []
     for method, entry in real.items():
         widths = entry["edge_width_px_median"]
-        rows.append([method, fmt(entry["noise_std_hu_median"], 1), fmt(widths["air/skin"]), fmt(widths["soft tissue/bone"]),
-                     fmt(entry["edge_width_px_median_all"]), fmt(entry["edge_width_vs_bm3d"], 3)])
-    lines += markdown_table(header, rows, "lrrrrr") + [""]
-    any_entry = next(iter(real.values()))
-    lines += [f"Regions: {any_entry['regions']}; edges measured (noisy input): air/skin {any_entry['edges_measured']['air/skin']}, "
-              f"soft tissue/bone {any_entry['edges_measured']['soft tissue/bone']} (an edge whose step vanishes in an output is left out for that output).",
+        rows.append([method, fmt(entry["noise_std_hu_median"], 1)] + [fmt(widths[kind]) for kind in EDGE_KINDS]
+                    + [fmt(entry["edge_width_px_median_all"]), fmt(entry["edge_width_vs_bm3d"], 3), fmt(entry["edge_width_vs_bm3d_by_kind"]["fat/muscle"], 3)])
+    lines += markdown_table(header, rows, "l" + "r" * (len(header) - 1)) + [""]
+    any_entry = real["noisy"]
+    lines += [f"Regions: {any_entry['regions']}; edges measured on the noisy input: "
+              + ", ".join(f"{kind} {any_entry['edges_measured'][kind]}" for kind in EDGE_KINDS)
+              + " (an edge whose step falls below 50 HU in an output is left out for that output).",
               "", f"Figure: `{figure_name}` ({report['figure']['volume']}, slice {report['figure']['slice']}): noisy | BM3D | "
               f"{report['figure']['gaussian_model'] or 'Gaussian model (absent)'} | {report['figure']['lowdose_model'] or 'ct_lowdose model (absent)'}.", ""]
     return "\n".join(lines)
@@ -444,7 +454,7 @@ def main(argv=None):
     from utils.real_ct_split import DEFAULT_REAL_CT_ROOT
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 clean slices cropped to 128, dose 0.25, 1 real slice")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 clean slice cropped to 96, dose 0.25, 2 BM3D multipliers, 1 real slice")
     parser.add_argument("--out", default="", help="folder for the RESULTS files and the figure (default: benchmarks/ and figures/)")
     parser.add_argument("--models-dir", default=str(REPO / "trained_models"), help="where the shipped models are")
     parser.add_argument("--real-ct-root", default=str(DEFAULT_REAL_CT_ROOT), help="the shared real_ct folder")
@@ -471,13 +481,13 @@ def main(argv=None):
     before_after_figure(figure, gaussian_stem, figure_path)
     report = {
         "quick": args.quick, "seconds": time.perf_counter() - started, "notes": notes, "doses": list(DOSES[:1] if args.quick else DOSES),
-        "crop": 128 if args.quick else CROP, "clean_slices": [s[0] for s in slices], "simulated": simulated,
+        "crop": QUICK_CROP if args.quick else CROP, "clean_slices": [s[0] for s in slices], "simulated": simulated,
         "real": real, "real_volumes": details, "real_slices_per_volume": 1 if args.quick else REAL_SLICES,
         "real_multiplier": multiplier, "real_multiplier_from_dose": from_dose,
         "figure": {"path": str(figure_path.name), "volume": figure["volume"], "slice": figure["slice"], "gaussian_model": gaussian_stem,
                    "lowdose_model": LOWDOSE_STEM if LOWDOSE_STEM in models else None},
         "settings": {"window": list(WINDOW), "seed": SEED, "multipliers": list(MULTIPLIERS), "roi": ROI, "smooth_sigma": SMOOTH_SIGMA,
-                     "edge_half": EDGE_HALF, "edges_per_slice": EDGES_PER_SLICE, "models_dir": str(args.models_dir)},
+                     "edge_half": EDGE_HALF, "edge_classify": EDGE_CLASSIFY, "edges_per_kind": EDGES_PER_KIND, "models_dir": str(args.models_dir)},
         "machine": describe_machine(),
     }
     from utils.atomic import write_json, write_text
