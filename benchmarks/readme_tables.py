@@ -1,22 +1,27 @@
-"""Copy the generated headline table of the real-CT benchmark into the README, between its markers.
+"""Copy the generated headline tables of the real-CT and low-dose studies into the README.
 
-    python3 -m benchmarks.readme_tables        # after python3 -m benchmarks.real_ct
+    python3 -m benchmarks.readme_tables        # after benchmarks.real_ct and benchmarks.lowdose_quality
 
-The README quotes no number by hand: this reads ``benchmarks/RESULTS_real_ct.json`` (written by
-``benchmarks/real_ct.py``) and rewrites the block between ``<!-- real-ct-headline:start -->`` and
-``<!-- real-ct-headline:end -->`` with one row per test set and noise level: the best learned model in
-one pass and with the flip self-ensemble, against BM3D, BM4D and TV (dB; positive: the model is better).
+The README quotes no number by hand: this reads ``benchmarks/RESULTS_real_ct.json`` and
+``benchmarks/RESULTS_lowdose_quality.json`` and rewrites the blocks between the README's
+``<!-- real-ct-headline:... -->`` and ``<!-- lowdose-headline:... -->`` markers: per real test set and
+noise level the best learned model, in one pass and with the flip self-ensemble, against BM3D, BM4D
+and TV (dB; positive: the model is better); per simulated dose the PSNR of every method, and on the
+real low-dose volumes the noise left in flat regions and the edge width relative to BM3D.
 """
 
 import json
 import re
+from pathlib import Path
 
 from benchmarks.common import REPO, markdown_table
 from utils.atomic import write_text
 
 RESULTS = REPO / "benchmarks" / "RESULTS_real_ct.json"
+LOWDOSE_RESULTS = REPO / "benchmarks" / "RESULTS_lowdose_quality.json"
 README = REPO / "README.md"
 SECTION = "real-ct-headline"
+LOWDOSE_SECTION = "lowdose-headline"
 
 
 def headline_markdown(report):
@@ -43,15 +48,38 @@ def headline_markdown(report):
     return markdown_table(header, rows, "llllrrrrr")
 
 
-def fill_readme(results=RESULTS, readme=README):
-    report = json.loads(results.read_text(encoding="utf-8"))
-    start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
-    text = readme.read_text(encoding="utf-8")
+def lowdose_markdown(report):
+    """Markdown lines: PSNR per method and simulated dose, then noise and edges on the real low-dose volumes."""
+    doses = sorted(report["simulated"], key=float, reverse=True)
+    methods = list(report["simulated"][doses[0]]["methods"])
+    real = report.get("real", {})
+    rows = []
+    for method in methods:
+        psnr = [f"{report['simulated'][d]['methods'][method]['psnr']:.2f}" for d in doses]
+        measured = real.get(method, {})
+        noise = f"{measured['noise_std_hu_median']:.1f}" if "noise_std_hu_median" in measured else "–"
+        edges = f"{measured['edge_width_vs_bm3d']:.2f}" if "edge_width_vs_bm3d" in measured else "–"
+        rows.append([f"`{method}`", *psnr, noise, edges])
+    header = ["method", *[f"PSNR dB, dose {float(d):g}" for d in doses], "real low-dose: noise std (HU)", "edge width / BM3D"]
+    return markdown_table(header, rows, "l" + "r" * (len(doses) + 2))
+
+
+def _replace_section(text, section, body, readme):
+    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     if not pattern.search(text):
         raise SystemExit(f"error: {readme} has no {start} ... {end} section to fill")
-    body = "\n".join(headline_markdown(report))
-    write_text(readme, pattern.sub(lambda _: f"{start}\n{body}\n{end}", text))
+    return pattern.sub(lambda _: f"{start}\n{body}\n{end}", text)
+
+
+def fill_readme(results=RESULTS, readme=README, lowdose_results=LOWDOSE_RESULTS):
+    """Rewrite the README's generated sections from the results files that exist."""
+    text = readme.read_text(encoding="utf-8")
+    text = _replace_section(text, SECTION, "\n".join(headline_markdown(json.loads(results.read_text(encoding="utf-8")))), readme)
+    if lowdose_results is not None and Path(lowdose_results).is_file():
+        lowdose = json.loads(Path(lowdose_results).read_text(encoding="utf-8"))
+        text = _replace_section(text, LOWDOSE_SECTION, "\n".join(lowdose_markdown(lowdose)), readme)
+    write_text(readme, text)
     return readme
 
 
