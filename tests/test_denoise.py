@@ -331,3 +331,23 @@ def test_denoise_benchmark_quick_run_writes_its_table(tmp_path):
     assert [case["method"] for case in record["cases"]] == [label for label, _ in CASES]
     assert all(case["seconds"] > 0 and case["peak_memory_gb"] > 0 for case in record["cases"])
     assert record["cases"][-1]["extrapolated"] and "crop" in stem.with_suffix(".md").read_text()
+
+
+def test_tiff_in_tiff_out_at_16_bits(tmp_path, rng):
+    import tifffile
+
+    pages = (rng.random((3, 20, 24)) * 60000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "stack.tif", pages)
+    scan = scans.read_scan(tmp_path / "stack.tif")
+    assert scan.bit_depth == 16 and scan.values.shape == (3, 20, 24)
+    scans.write_scan(scan, scan.values, tmp_path / "out.tif", "tiff", "copy")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out.tif"), pages)
+
+
+def test_a_reference_h5_model_denoises_a_scan(tmp_path, seed_models, dicom_series):
+    folder, _ = dicom_series
+    scan = scans.read_scan(folder)
+    method = denoising.make_method("model", seed_models / "kits19_200subj_data2k_UNet_32_noisepc5_model_best.h5", scan, 0.05)
+    denoised = method.run(scan.model_input)
+    assert denoised.shape == scan.model_input.shape and np.isfinite(denoised).all()
+    assert method.model_path.endswith(".h5")
