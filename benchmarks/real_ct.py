@@ -440,7 +440,9 @@ def run(sets, levels, models, quick=False, tuned_dir="results/tuned", cache=None
                     methods += assessment.baseline_methods([name], sigma, sample_ndim=ndim, tuned_dir=tuned_dir, progress=False)
             for path, config in models:
                 model_ndim = int(config["ndim"])
-                if model_ndim <= ndim and applies_at(config, sigma):
+                # ResPrU-Net's prior is made of neighbouring slices: it runs on the volume sets only.
+                needs_neighbours = config.get("model") == "resprunet" and ndim == 2
+                if model_ndim <= ndim and applies_at(config, sigma) and not needs_neighbours:
                     methods += [model_method(path, config, model_ndim, se) for se in (False, True)]
             samples = at_level(test_set, sigma)
             keys = {method.name: cache_key(test_set, samples, sigma, method) for method in methods}

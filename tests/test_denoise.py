@@ -161,11 +161,15 @@ def test_output_format_and_overlap_are_checked(tmp_path, rng):
         scans.check_output(scan, source, "png")
 
 
-def test_a_3d_model_on_separate_slices_is_refused(tmp_path, rng):
+def test_a_3d_model_or_a_prior_model_on_separate_slices_is_refused(tmp_path, rng):
     source = write_png(tmp_path / "slice.png", (rng.random((16, 16)) * 255).astype(np.uint8))
     model_path = tiny_model(tmp_path / "m3d.keras", ndim=3)
     with pytest.raises(ModelFileError, match="3D model"):
         denoising.make_method("model", model_path, scans.read_scan(source), 0.05)
+    prior_model = build_model("resprunet", ndim=2, filters=4, depth=1)
+    save_model(prior_model, tmp_path / "rpr.keras", {"model": "resprunet", "ndim": 2, "noise": 0.05})
+    with pytest.raises(ModelFileError, match="neighbouring slices"):
+        denoising.make_method("model", tmp_path / "rpr.keras", scans.read_scan(source), 0.05)
 
 
 def test_default_model_fits_the_input_and_its_noise(tmp_path, dicom_series, rng):

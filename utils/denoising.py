@@ -41,7 +41,7 @@ DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / MODELS_DIR
 # table: 38.60 dB against 36.85 for ResPrU-Net 3D at 5 %), so it is the default for volumes too.
 PREFERENCE = {
     "volume": (("unet", 2), ("resprunet", 3), ("unet", 3), ("resprunet", 2), ("convnet", 2)),
-    "slices": (("unet", 2), ("resprunet", 2), ("convnet", 2)),
+    "slices": (("unet", 2), ("convnet", 2)),  # ResPrU-Net needs neighbouring slices for its prior
 }
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -130,6 +130,10 @@ def _model_method(path, scan, self_ensemble):
     if info.ndim == 3 and not is_volume(scan):
         raise ModelFileError(
             path, f"is a 3D model, but {scan.source} holds {len(scan.model_input)} separate slice(s), not a contiguous volume; use a 2D model"
+        )
+    if info.needs_prior and not is_volume(scan):
+        raise ModelFileError(
+            path, f"takes a prior made of neighbouring slices, but {scan.source} holds {len(scan.model_input)} separate slice(s); use a model without a prior"
         )
     prior_settings = {
         "half_window": int(config.get("prior_half_window", PRIOR_HALF_WINDOW)),
