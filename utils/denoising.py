@@ -36,9 +36,9 @@ from utils.prior import neighbour_prior
 METHODS = ("model", "bm3d", "bm4d", "tv", "spade")
 OUTSIDE_MARGIN_SIGMAS = 3.0
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / MODELS_DIR
-# Shipped models, best first, for a contiguous volume and for 2D slices: on the real volumes of the
-# real-CT assessment the 2D U-Net applied slice by slice scored above the shipped 3D models (issue 16
-# table: 38.60 dB against 36.85 for ResPrU-Net 3D at 5 %), so it is the default for volumes too.
+# Shipped models, best first, for a contiguous volume and for separate slices. On the real CRLM test
+# volume (5 mm slices, benchmarks/RESULTS_real_ct.md) the blind 2D U-Net slice by slice scored above the
+# shipped 3D models and the same-size 2D ResPrU-Net; ResPrU-Net led only after resampling to 3 mm.
 PREFERENCE = {
     "volume": (("unet", 2), ("resprunet", 3), ("unet", 3), ("resprunet", 2), ("convnet", 2)),
     "slices": (("unet", 2), ("convnet", 2)),  # ResPrU-Net needs neighbouring slices for its prior
