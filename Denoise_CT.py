@@ -45,13 +45,15 @@ if args.model and args.method != "model":
     parser.error("--model chooses the learned model; leave it out with --method " + args.method)
 
 from utils import denoising, figures, locks, scans  # noqa: E402  (TensorFlow loads after --help has been answered)
-from utils.errors import ConfigError, DataError, ModelFileError, RunDirectoryError  # noqa: E402
+from utils.errors import ConfigError, RunDirectoryError, user_errors  # noqa: E402
 from utils.noise_level import estimate_scan_sigma  # noqa: E402
 
 out = Path(args.out)
 figure_path = out.with_name(out.name + ".png")
 started = time.perf_counter()
-try:
+# A bad scan, setting or model file ends the script here with "error: <message>" and exit status 1,
+# before anything is written.
+with user_errors():
     # ## The scan, and where the result goes (checked before any work)
     locks.acquire(out)
     scan = scans.read_scan(args.input, args.hu_window)
@@ -106,7 +108,5 @@ try:
         title = f"{'/'.join(Path(args.input).parts[-3:])}: {method.description}, noise sigma {sigma:.3f} ({'estimated' if estimated else 'given'}), {denoise_seconds:.1f} s"
         figures.before_after(figure_path, scan.model_input, scans.to_window_scale(scan, result), scan.volume.spacing, title, (region, 15, stds))
         report.update(figure=str(figure_path), flat_region=list(region), flat_std_before=round(before_std, 4), flat_std_after=round(after_std, 4))
-except (ConfigError, DataError, ModelFileError, RunDirectoryError) as error:
-    raise SystemExit(f"error: {error}") from None
 report["seconds"] = round(time.perf_counter() - started, 2)
 print(json.dumps(report))
