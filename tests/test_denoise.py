@@ -355,3 +355,17 @@ def test_a_reference_h5_model_denoises_a_scan(tmp_path, seed_models, dicom_serie
     denoised = method.run(scan.model_input)
     assert denoised.shape == scan.model_input.shape and np.isfinite(denoised).all()
     assert method.model_path.endswith(".h5")
+
+
+@pytest.mark.parametrize("sigma", [0.01, 0.03, 0.07, 0.12])
+def test_the_shipped_blind_model_denoises_every_level_of_its_range(rng, sigma):
+    from models import load_model
+    from utils.metrics import psnr
+
+    model, config = load_model(REPO / "trained_models" / "unet2d_blind.keras")
+    low, high = config["noise_range"]
+    assert low <= sigma <= high
+    clean = window_hu(make_phantom(5, shape=(2, 128, 128)), WINDOW)
+    noisy = clean + sigma * rng.standard_normal(clean.shape).astype(np.float32)
+    denoised = predict(model, noisy, progress=False)
+    assert psnr(clean, denoised) > psnr(clean, noisy) + 3.0  # one blind model, a clear gain at every level
