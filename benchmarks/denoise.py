@@ -17,11 +17,15 @@ Writes ``benchmarks/RESULTS_denoise.md`` and ``.json`` (``--out`` for another st
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m benchmarks.<name>
+    os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
 
 import numpy as np
 

@@ -10,11 +10,15 @@ estimated noise level, the noise in a flat region before and after, and the time
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m benchmarks.<name>
+    os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
 
 from benchmarks.common import REPO
 from utils.atomic import write_json

@@ -13,7 +13,12 @@ Writes ``benchmarks/RESULTS_noise_estimate.md`` and ``.json``.
 """
 
 import argparse
+import os
+import sys
 from pathlib import Path
+
+if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m benchmarks.<name>
+    os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
 
 import numpy as np
 

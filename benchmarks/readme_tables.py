@@ -10,9 +10,15 @@ and TV (dB; positive: the model is better); per simulated dose the PSNR of every
 real low-dose volumes the noise left in flat regions and the edge width relative to BM3D.
 """
 
+import argparse
 import json
+import os
 import re
+import sys
 from pathlib import Path
+
+if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m benchmarks.<name>
+    os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
 
 from benchmarks.common import REPO, markdown_table
 from utils.atomic import write_text
@@ -84,4 +90,5 @@ def fill_readme(results=RESULTS, readme=README, lowdose_results=LOWDOSE_RESULTS)
 
 
 if __name__ == "__main__":
-    print(f"wrote the real-CT headline of {fill_readme()}")
+    argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args()
+    print(f"wrote the generated tables of {fill_readme()}")
