@@ -34,11 +34,15 @@ MIXED_2D=(--data data/phantom/train "$REAL_CT/slices_lidc_chest_dicom" --balance
 # Every volume gives 8 samples an epoch (most real volumes are single slices).
 REAL_2D=(--data data/phantom/train $(python3 -m utils.real_ct_split train --root "$REAL_CT" --kinds clean lowdose)
          --samples-per-volume 8 --validation-data data/phantom/val --window-augmentation 0.5 --zoom-range 0.3 1.6)
+# The low-dose models train on the clean volumes only: the real low-dose volumes' own noise (about
+# 20 HU) is as strong as the quarter-dose noise added, and a target that keeps it teaches to keep it.
+REAL_2D_CLEAN=(--data data/phantom/train $(python3 -m utils.real_ct_split train --root "$REAL_CT" --kinds clean)
+               --samples-per-volume 8 --validation-data data/phantom/val --window-augmentation 0.5 --zoom-range 0.3 1.6)
 
 declare -A COMMANDS=(
   [unet2d_blind]="Train_model_denoising2D.py --model unet --filters 24 --depth 3 --noise 0.05 --noise-range 0.01 0.12 --epochs 100"
   [resprunet2d_blind]="Train_model_denoising2D.py --model resprunet --filters 24 --depth 3 --noise 0.05 --noise-range 0.01 0.12 --epochs 100"
-  [unet2d_lowdose]="Train_model_denoising2D.py --model unet --filters 24 --depth 3 --noise-model ct_lowdose --dose 0.25 --epochs 50"
+  [unet2d_lowdose]="Train_model_denoising2D.py --model unet --filters 24 --depth 3 --noise-model ct_lowdose --dose 0.25 --dose-range 0.05 0.5 --epochs 60"
   [convnet2d_noise0.02]="Train_model_denoising2D.py --model convnet --filters 64 --noise 0.02 --epochs 25"
   [convnet2d_noise0.05]="Train_model_denoising2D.py --model convnet --filters 64 --noise 0.05 --epochs 25"
   [unet2d_noise0.02]="Train_model_denoising2D.py --model unet --noise 0.02 --epochs 480"
@@ -53,7 +57,8 @@ for name in "${ORDER[@]}"; do
   read -r -a command <<< "${COMMANDS[$name]:?unknown model $name; choose from ${!COMMANDS[*]}}"
   extra=()
   [[ $name == *2d_noise* ]] && extra=("${MIXED_2D[@]}")
-  [[ $name == *2d_blind* || $name == *2d_lowdose* ]] && extra=("${REAL_2D[@]}")
+  [[ $name == *2d_blind* ]] && extra=("${REAL_2D[@]}")
+  [[ $name == *2d_lowdose* ]] && extra=("${REAL_2D_CLEAN[@]}")
   run=(python3 "${command[@]}" "${extra[@]}" --time-limit-minutes 0 --out "$RUNS/$name")
   echo "== $name: ${run[*]}"
   "${run[@]}"

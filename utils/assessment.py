@@ -660,8 +660,10 @@ def model_dims(path):
 
 def trained_noise(config):
     """``(noise_model, level)`` a model was trained on, from its config: ``("gaussian", sigma)``,
-    ``("gaussian_range", (lo, hi))`` or ``("ct_lowdose", dose)``; a config without ``noise_model`` is Gaussian."""
+    ``("gaussian_range", (lo, hi))``, ``("ct_lowdose", dose)`` or ``("ct_lowdose_range", (lo, hi))``; a config without ``noise_model`` is Gaussian."""
     model = config.get("noise_model") or "gaussian"
+    if model == "ct_lowdose" and config.get("dose_range"):
+        return "ct_lowdose_range", tuple(config["dose_range"])
     if model == "ct_lowdose":
         return model, config.get("dose")
     if config.get("noise_range"):
@@ -718,6 +720,10 @@ def _discover_lowdose_models(folder, dose, ndims):
             continue
         if model == "ct_lowdose" and level is not None and math.isclose(float(level), float(dose), rel_tol=1e-6):
             chosen.append(path)
+        elif model == "ct_lowdose_range" and level[0] <= float(dose) <= level[1]:
+            chosen.append(path)
+        elif model == "ct_lowdose_range":
+            notes.append(f"note: skipping {path} (trained on ct_lowdose doses {level[0]:g}-{level[1]:g}, assessing dose {dose:g})")
         elif model == "ct_lowdose":
             notes.append(f"note: skipping {path} (trained on ct_lowdose at dose {level}, assessing dose {dose:g})")
     if not chosen:
@@ -764,7 +770,9 @@ def noise_notes(methods, noise, setting=None):
         for method in methods:
             if isinstance(method, ModelMethod):
                 model, level = trained_noise(method.config)
-                if model != "ct_lowdose" or level is None or not math.isclose(float(level), setting.dose, rel_tol=1e-6):
+                fits = (model == "ct_lowdose" and level is not None and math.isclose(float(level), setting.dose, rel_tol=1e-6)) or (
+                    model == "ct_lowdose_range" and level[0] <= setting.dose <= level[1])
+                if not fits:
                     notes.append(f"note: {method.name} was trained on {model} noise at {level}; assessing it on ct_lowdose at dose {setting.dose:g}")
         return notes
     for method in methods:

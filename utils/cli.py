@@ -50,7 +50,7 @@ def parse_training_args(defaults, description, argv=None, quick=None):
 
 
 # Tuple settings whose elements are numbers with a fraction; the other tuples hold ints or paths.
-FLOAT_TUPLES = ("hu_window", "zoom_range", "noise_range")
+FLOAT_TUPLES = ("hu_window", "zoom_range", "noise_range", "dose_range")
 
 # Settings that follow from others (the prior input is implied by --model resprunet); not options.
 DERIVED = ("prior",)

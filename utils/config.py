@@ -70,6 +70,12 @@ class TrainingConfig:
     dose: float = _setting(
         1.0, "with --noise-model ct_lowdose: fraction of the scan's dose kept (0.25 = quarter dose)", "(0, 1]"
     )
+    dose_range: tuple = _setting(
+        (),
+        "blind low-dose training (with --noise-model ct_lowdose): each training sample's dose is drawn "
+        "log-uniformly in LO HI (validation samples keep fixed doses from the seed; --dose is the nominal level)",
+        "empty, or LO HI with 0 < LO < HI <= 1 and LO <= --dose <= HI",
+    )
     noise_range: tuple = _setting(
         (),
         "blind training: each training sample's Gaussian sigma is drawn uniformly in LO HI "
@@ -136,6 +142,7 @@ class TrainingConfig:
         self.hu_window = tuple(float(h) for h in self.hu_window)
         self.zoom_range = tuple(float(z) for z in self.zoom_range)
         self.noise_range = tuple(float(n) for n in self.noise_range)
+        self.dose_range = tuple(float(d) for d in self.dose_range)
         self.profile_batch = tuple(int(b) for b in self.profile_batch)
         if self.model == "resprunet":
             self.prior = True
@@ -154,6 +161,20 @@ class TrainingConfig:
             (self.noise <= 1, f"--noise is a fraction of the [0, 1] range (0.05 = 5 %), got {self.noise}"),
             (math.isfinite(self.dose) and 0 < self.dose <= 1, f"--dose is the fraction of the scan's dose kept, in (0, 1], got {self.dose}"),
             (self.dose == 1 or self.noise_model == "ct_lowdose", f"--dose applies to --noise-model ct_lowdose only, not {self.noise_model!r}"),
+            (
+                not self.dose_range
+                or (len(self.dose_range) == 2 and all(math.isfinite(d) for d in self.dose_range)
+                    and 0 < self.dose_range[0] < self.dose_range[1] <= 1),
+                f"--dose-range takes LO HI with 0 < LO < HI <= 1 (fractions of the scan's dose, e.g. 0.05 0.5), got {self.dose_range}",
+            ),
+            (
+                not self.dose_range or self.noise_model == "ct_lowdose",
+                f"--dose-range draws low-dose levels; it needs --noise-model ct_lowdose, not {self.noise_model!r}",
+            ),
+            (
+                not self.dose_range or self.dose_range[0] <= self.dose <= self.dose_range[1],
+                f"--dose {self.dose} must lie inside --dose-range {self.dose_range}: with a range it is the nominal level",
+            ),
             (
                 not self.noise_range
                 or (len(self.noise_range) == 2 and all(math.isfinite(n) for n in self.noise_range)

@@ -401,12 +401,20 @@ def fast_std_map_tf(clean, dose, hu_window, pixel_spacing_mm=DEFAULT_PIXEL_SPACI
     """Std map (HU) of the fast form for windowed images ``(..., H, W)`` on [0, 1] (see the module notes)."""
     import tensorflow as tf
 
-    dose = check_dose(dose)
     lo, hi = (float(h) for h in hu_window)
     spacing = float(pixel_spacing_mm)
-    incident, electronic = photon_counts(dose, spacing, n_views, photons, electronic_variance)
-    if dose == 1.0:
-        return tf.zeros_like(tf.cast(clean, tf.float32))
+    if tf.is_tensor(dose):  # drawn per sample in the pipeline (dose ranges): the same formula in tf, dose < 1
+        lumped = REFERENCE_VIEWS / float(n_views)
+        dose = tf.cast(dose, tf.float32)
+        incident = photons * spacing * lumped * dose / (1.0 - dose)
+        electronic = electronic_variance * lumped * (1.0 + dose) / (1.0 - dose)
+        ceiling = tf.math.log(incident / MIN_COUNT)
+    else:
+        dose = check_dose(dose)
+        if dose == 1.0:
+            return tf.zeros_like(tf.cast(clean, tf.float32))
+        incident, electronic = photon_counts(dose, spacing, n_views, photons, electronic_variance)
+        ceiling = float(np.log(incident / MIN_COUNT))
     hu = tf.cast(clean, tf.float32) * (hi - lo) + lo
     mu = tf.maximum(MU_WATER * (1.0 + hu / 1000.0), 0.0)
     shape = tf.shape(hu)
@@ -435,7 +443,6 @@ def fast_std_map_tf(clean, dose, hu_window, pixel_spacing_mm=DEFAULT_PIXEL_SPACI
     p_anti = full_grid(_antidiagonal_sums(pooled)) + diagonal_context
     p_main = full_grid(tf.reverse(_antidiagonal_sums(tf.reverse(pooled, [2])), [2])) + diagonal_context
     # Beyond a count of MIN_COUNT the reference clamps: the variance stops growing there.
-    ceiling = float(np.log(incident / MIN_COUNT))
     variance = 0.25 * sum(log_count_variance(tf.minimum(p, ceiling), incident, electronic, tf) for p in (p_rows, p_cols, p_anti, p_main))
     gain = fbp_noise_gain(int(n_views))
     return tf.sqrt(gain * variance) * (1000.0 / (MU_WATER * spacing))
@@ -445,12 +452,13 @@ def fast_lowdose_noise_tf(clean, seed, dose, hu_window, **options):
     """Fast-form noise on the window's [0, 1] scale for windowed images ``(..., H, W)``; stateless.
 
     ``std_HU(x) * F^-1[sqrt(NPS) F[w]](x) / (hi - lo)`` with ``w = stateless_normal(shape, seed)``;
-    ``options`` go to :func:`fast_std_map_tf`. Each slice of a stack gets its own noise.
+    ``options`` go to :func:`fast_std_map_tf`. Each slice of a stack gets its own noise. ``dose`` is a
+    number in (0, 1], or a scalar float tensor in (0, 1) (drawn in the pipeline, not checked).
     """
     import tensorflow as tf
 
     clean32 = tf.cast(clean, tf.float32)
-    if check_dose(dose) == 1.0:
+    if not tf.is_tensor(dose) and check_dose(dose) == 1.0:
         return tf.zeros_like(clean32)
     lo, hi = (float(h) for h in hu_window)
     shape = tf.shape(clean32)

@@ -189,6 +189,55 @@ class CTLowDoseNoise:
         return clean + tf.cast(noise, clean.dtype)
 
 
+@dataclasses.dataclass(frozen=True)
+class CTLowDoseRangeNoise(CTLowDoseNoise):
+    """Blind low-dose training: :class:`CTLowDoseNoise` with the dose drawn log-uniformly in ``dose_range``
+    per sample (one dose for the whole sample, as :class:`GaussianRangeNoise` draws its sigma).
+
+    Log-uniform, because the noise std goes like ``1 / sqrt(dose)``: every octave of dose gets the same
+    share of samples. ``dose`` is the nominal level (validation panels, ``effective_sigma``) and must lie
+    in the range. Doses are kept below 0.999 (at dose 1 nothing is added). Selected by ``--dose-range LO HI``.
+    """
+
+    dose_range: tuple = (0.05, 0.5)
+    name = "ct_lowdose_range"
+
+    def __post_init__(self, hu_window):
+        super().__post_init__(hu_window)
+        from utils.lowdose import check_dose
+
+        if len(self.dose_range) != 2:
+            raise ConfigError(f"dose range must be (LO, HI), got {self.dose_range!r}")
+        low, high = (check_dose(d) for d in self.dose_range)
+        if not low < high:
+            raise ConfigError(f"dose range must have LO < HI, got ({low}, {high})")
+        if not low <= self.dose <= high:
+            raise ConfigError(f"the nominal dose {self.dose} must lie inside the dose range ({low}, {high})")
+        object.__setattr__(self, "dose_range", (low, high))
+
+    def _bounds(self):
+        return np.log(self.dose_range[0]), np.log(min(self.dose_range[1], 0.999))
+
+    def at_dose(self, dose):
+        """The fixed-dose model with this range's other settings."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(CTLowDoseNoise)}
+        return CTLowDoseNoise(**{**fields, "dose": dose})
+
+    def sample_numpy(self, clean, rng):
+        return self.at_dose(float(np.exp(rng.uniform(*self._bounds())))).sample_numpy(clean, rng)
+
+    def sample_tf(self, clean, seed):
+        from utils.lowdose import fast_lowdose_noise_tf
+
+        seeds = tf.random.experimental.stateless_split(seed, 2)
+        low, high = self._bounds()
+        dose = tf.exp(tf.random.stateless_uniform([], seeds[0], low, high, dtype=tf.float32))
+        noise = fast_lowdose_noise_tf(
+            clean, seeds[1], dose, self.window, pixel_spacing_mm=self.pixel_spacing_mm, body_mm=self.body_mm, n_views=self.n_views
+        )
+        return clean + tf.cast(noise, clean.dtype)
+
+
 def make_noise(sigma, model="gaussian", **options):
     """Build a noise model by name; ``sigma`` is on the [0, 1] scale."""
     if model not in NOISE_MODELS:

@@ -312,12 +312,17 @@ def patch_sampling(config):
 
 
 def training_noise(config):
-    """The noise added to the samples: --noise-model at --noise, or for blind training (--noise-range)
-    a Gaussian sigma drawn per sample in the range (the model gets no noise level)."""
+    """The noise added to the samples: --noise-model at --noise (or --dose), or for blind training a
+    Gaussian sigma (--noise-range) or a low dose (--dose-range) drawn per sample in the range (the model
+    gets no noise level)."""
     if config.noise_range:
         from utils.noise import GaussianRangeNoise
 
         return GaussianRangeNoise(*config.noise_range)
+    if config.dose_range:
+        from utils.noise import CTLowDoseRangeNoise
+
+        return CTLowDoseRangeNoise(dose=config.dose, dose_range=config.dose_range, hu_window=config.hu_window)
     return configured_noise(config)
 
 
