@@ -468,3 +468,19 @@ def test_default_models_include_blind_ones_in_their_range_and_leave_low_dose_one
     chosen, notes = assessment.discover_models(tmp_path, 0.10)
     assert [p.name for p in chosen] == ["blind.keras"] and any("lowdose.keras" in n and "ct_lowdose" in n for n in notes)
     assert assessment.discover_models(tmp_path, 0.2)[0] == []
+
+
+def test_low_dose_assessment_takes_the_models_whose_dose_or_dose_range_fits(tmp_path):
+    from models import build_model, save_model
+
+    model = build_model("convnet", ndim=2, filters=2)
+    lowdose = {"model": "convnet", "ndim": 2, "noise": 0.05, "noise_model": "ct_lowdose"}
+    save_model(model, tmp_path / "quarter.keras", {**lowdose, "dose": 0.25})
+    save_model(model, tmp_path / "range.keras", {**lowdose, "dose": 0.25, "dose_range": [0.05, 0.5]})
+    save_model(model, tmp_path / "gaussian.keras", {"model": "convnet", "ndim": 2, "noise": 0.05})
+    chosen, _ = assessment.discover_models(tmp_path, noise_model="ct_lowdose", dose=0.25)
+    assert sorted(p.name for p in chosen) == ["quarter.keras", "range.keras"]
+    chosen, notes = assessment.discover_models(tmp_path, noise_model="ct_lowdose", dose=0.1)
+    assert [p.name for p in chosen] == ["range.keras"] and any("quarter.keras" in n and "dose 0.25" in n for n in notes)
+    chosen, notes = assessment.discover_models(tmp_path, noise_model="ct_lowdose", dose=0.02)
+    assert chosen == [] and any("range.keras" in n and "0.05-0.5" in n for n in notes)

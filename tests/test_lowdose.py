@@ -222,3 +222,51 @@ def test_pipeline_draws_lowdose_patches():
     noisy, clean = next(iter(make_dataset([volume], PatchSampling((32, 32)), noise, batch_size=4, seed=3)))
     residual = (noisy - clean).numpy()
     assert residual.shape == (4, 32, 32, 1) and 0 < residual.std() < 0.05
+
+
+def _water_std_hu(noise, seed):
+    clean = tf.constant(_windowed(_disc(radius_fraction=0.6))[None])
+    return float(tf.math.reduce_std(_central(noise.sample_tf(clean, tf.constant(seed, tf.int64)) - clean))) * 1400
+
+
+def test_dose_range_draws_one_dose_per_sample_inside_the_range():
+    from utils.noise import CTLowDoseRangeNoise
+
+    blind = CTLowDoseRangeNoise(dose=0.25, dose_range=(0.05, 0.5), hu_window=WINDOW)
+    lowest, highest = (_water_std_hu(blind.at_dose(d), [0, 1]) for d in (0.05, 0.5))
+    stds = [_water_std_hu(blind, [i, 1]) for i in range(12)]
+    assert all(0.9 * highest < s < 1.1 * lowest for s in stds), (highest, stds, lowest)
+    assert max(stds) / min(stds) > 1.5  # the level varies from sample to sample
+    assert _water_std_hu(blind, [4, 1]) == stds[4]  # and is fixed by the seed
+    noisy = blind.sample_numpy(_windowed(_disc())[None], np.random.default_rng(0))
+    assert noisy.shape == (1, SIZE, SIZE) and noisy.dtype == np.float32
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("dose_range, dose", [((0.5, 0.1), 0.25), ((0.0, 0.5), 0.25), ((0.1, 1.5), 0.25), ((0.1, 0.5), 0.7)])
+def test_bad_dose_range_is_refused(dose_range, dose):
+    from utils.noise import CTLowDoseRangeNoise
+
+    with pytest.raises(ConfigError, match="dose"):
+        TrainingConfig(noise_model="ct_lowdose", dose=dose, dose_range=dose_range).validate()
+    with pytest.raises(ConfigError, match="dose"):
+        CTLowDoseRangeNoise(dose=dose, dose_range=dose_range)
+
+
+@pytest.mark.bad_input
+def test_dose_range_needs_the_lowdose_model():
+    with pytest.raises(ConfigError, match="--dose-range.*ct_lowdose"):
+        TrainingConfig(dose_range=(0.1, 0.5)).validate()
+
+
+def test_command_line_takes_a_dose_range():
+    from utils.assessment import trained_noise
+    from utils.cli import parse_training_args
+    from utils.noise import CTLowDoseRangeNoise
+    from utils.training import training_noise
+
+    args = ["--noise-model", "ct_lowdose", "--dose", "0.25", "--dose-range", "0.05", "0.5"]
+    config, _ = parse_training_args(TrainingConfig(), "test", args)
+    noise = training_noise(config.validate())
+    assert isinstance(noise, CTLowDoseRangeNoise) and noise.dose_range == (0.05, 0.5) and noise.window == config.hu_window
+    assert trained_noise(config.to_dict()) == ("ct_lowdose_range", (0.05, 0.5))
