@@ -13,7 +13,7 @@ below can be overridden on the command line (``--help``).
 reference projection-domain form at each volume's own pixel spacing; an unknown spacing is an error):
 the baselines then estimate the noise sigma from each noisy sample (no tuned parameters exist for it),
 the default models are those trained on ct_lowdose at that dose, and the results record the model
-and the dose (see ``utils/assessment.py``).
+and the dose (see ``utils/application/assessment.py``).
 
 Outputs (``results/assess2d_<noise>/``): ``metrics.csv`` (one row per method and slice),
 ``summary.md`` (mean ± std per method and the settings) and ``comparison.png`` (clean | noisy |
@@ -27,7 +27,7 @@ really noisy, and each panel's error is that of the image shown.
 import argparse
 from pathlib import Path
 
-from utils import defaults
+from utils.base import defaults
 
 # ## Settings (the defaults of the command-line options)
 DATA = ()  # empty: the embedded phantom test split, data/phantom/test (generated on first use)
@@ -57,7 +57,7 @@ parser.add_argument("--tuned-dir", default=TUNED_DIR, help="where the tuned base
 parser.add_argument("--out", default=OUT, help="output folder (default: results/assess2d_<noise>, or results/assess2d_lowdose<dose> with ct_lowdose)%(default)s")
 args = parser.parse_args()
 
-from utils import assessment, figures  # noqa: E402  (TensorFlow loads after --help has been answered)
+from utils.application import assessment, figures  # noqa: E402  (TensorFlow loads after --help has been answered)
 
 with assessment.user_errors():
     noise = assessment.make_noise_setting(args.noise_model, args.noise, args.dose)

@@ -27,7 +27,7 @@ The reference repository's variational demo was never written ("under constructi
 import argparse
 from pathlib import Path
 
-from utils import defaults
+from utils.base import defaults
 
 # ## Settings (the defaults of the command-line options)
 DATA = ()  # empty: the embedded phantom test split, data/phantom/test (generated on first use)
@@ -57,7 +57,7 @@ parser.add_argument("--out", default=OUT, help="output folder")
 args = parser.parse_args()
 out = Path(args.out)
 
-from utils import assessment, figures  # noqa: E402  (TensorFlow loads after --help has been answered)
+from utils.application import assessment, figures  # noqa: E402  (TensorFlow loads after --help has been answered)
 
 # ## Data: the clean volumes; noise comes per level below
 with assessment.user_errors():

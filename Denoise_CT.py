@@ -8,7 +8,7 @@ The scan is windowed to ``--hu-window`` (the models' [0, 1] scale), its noise le
 inside the body (``--noise auto``) or given, the chosen model or classical method denoises it, and
 the result goes back to the scan's units: inside the window it is the method's output, beyond the
 window (bone, metal, air, FOV padding) the input values are kept, with a short linear hand-over
-(``utils/denoising.py``). The output is written complete or not at all, never over an existing one
+(``utils/application/denoising.py``). The output is written complete or not at all, never over an existing one
 without ``--overwrite``, and the input is only read. A before/after figure goes to ``<output>.png``
 and the last line on stdout is a JSON report.
 """
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from utils.defaults import DEFAULT_HU_WINDOW
+from utils.base.defaults import DEFAULT_HU_WINDOW
 
 # ## Settings (the defaults of the command-line options)
 MODEL = ""  # empty: the shipped model that fits the scan (volume or slices) and its noise
@@ -44,9 +44,11 @@ args = parser.parse_args()
 if args.model and args.method != "model":
     parser.error("--model chooses the learned model; leave it out with --method " + args.method)
 
-from utils import denoising, figures, locks, scans  # noqa: E402  (TensorFlow loads after --help has been answered)
-from utils.errors import ConfigError, RunDirectoryError, user_errors  # noqa: E402
-from utils.noise_level import estimate_scan_sigma  # noqa: E402
+from utils.application import denoising, figures  # noqa: E402  (TensorFlow loads after --help has been answered)
+from utils.base import locks
+from utils.data import scans
+from utils.base.errors import ConfigError, RunDirectoryError, user_errors  # noqa: E402
+from utils.data.noise_level import estimate_scan_sigma  # noqa: E402
 
 out = Path(args.out)
 figure_path = out.with_name(out.name + ".png")

@@ -10,9 +10,9 @@ Outputs go to ``results/<run>/``: model_best.keras, model_final.keras, config.js
 history.csv and TensorBoard logs (``tensorboard --logdir results``).
 """
 
-from utils.cli import parse_training_args
-from utils.config import TrainingConfig
-from utils.defaults import DEFAULT_HU_WINDOW
+from utils.learning.cli import parse_training_args
+from utils.learning.config import TrainingConfig
+from utils.base.defaults import DEFAULT_HU_WINDOW
 
 # ## Settings (the defaults of the command-line options)
 MODEL = "unet"  # convnet, cnn2, cnn7, resnet, dncnn, unet, resprunet
@@ -43,10 +43,10 @@ config, options = parse_training_args(defaults, __doc__.split("\n")[0], quick=QU
 import keras  # noqa: E402
 
 from models import build_model  # noqa: E402
-from utils import training  # noqa: E402
-from utils.errors import user_errors  # noqa: E402
-from utils.metrics import psnr_metric, ssim_metric  # noqa: E402
-from utils.pipeline import make_dataset  # noqa: E402
+from utils.learning import training  # noqa: E402
+from utils.base.errors import user_errors  # noqa: E402
+from utils.data.metrics import psnr_metric, ssim_metric  # noqa: E402
+from utils.learning.pipeline import make_dataset  # noqa: E402
 
 # A bad setting, data or model file, or a refused run folder, ends the script here with
 # "error: <message>" and exit status 1, before anything is trained or written.

@@ -91,7 +91,7 @@ def library_versions(names=LIBRARIES):
 def git_commit():
     """``HEAD``'s hash, with ``+uncommitted`` when the tree has changes; ``unknown`` outside git.
 
-    The same convention as ``utils.config.environment_record``, which cannot be reused here because
+    The same convention as ``utils.learning.config.environment_record``, which cannot be reused here because
     it creates TensorFlow's logical devices (see :func:`describe_machine`).
     """
     try:
@@ -169,13 +169,13 @@ def peak_rss_bytes():
 
 
 def windowed_phantom(shape, seed=0):
-    """Clean phantom volume ``(D, H, W)`` on [0, 1] (``utils.phantom``, default HU window), float32.
+    """Clean phantom volume ``(D, H, W)`` on [0, 1] (``utils.data.phantom``, default HU window), float32.
 
     The in-plane pixel size is scaled so that every size shows the whole anatomy of the default
     256x256 phantoms: a 32x32 smoke-test volume is a coarse body, not a few millimetres of it.
     """
-    from utils.phantom import DEFAULT_SHAPE, DEFAULT_SPACING, make_phantom
-    from utils.readers import DEFAULT_HU_WINDOW, window_hu
+    from utils.data.phantom import DEFAULT_SHAPE, DEFAULT_SPACING, make_phantom
+    from utils.data.readers import DEFAULT_HU_WINDOW, window_hu
 
     depth, height, width = shape
     spacing = (

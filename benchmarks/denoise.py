@@ -3,7 +3,7 @@
     python3 -m benchmarks.denoise            # 300x512x512 (about 15 minutes on 2 CPU cores)
     python3 -m benchmarks.denoise --quick    # 24x64x64 smoke run
 
-The test volume is a seeded phantom in HU (``utils.phantom``, 0.8 mm pixels, 1 mm slices) with 5 %
+The test volume is a seeded phantom in HU (``utils.data.phantom``, 0.8 mm pixels, 1 mm slices) with 5 %
 Gaussian noise on the [-1000, 400] HU window, stored as int16 NIfTI. Each method runs as a user runs
 it, ``Denoise_CT.py VOLUME --out OUT --no-figure`` in its own process; wall seconds include reading
 and writing, and peak memory is the process's highest resident set size (polled every 0.1 s). BM4D
@@ -30,7 +30,7 @@ if __name__ == "__main__" and not __package__:  # run by path: re-run as python3
 import numpy as np
 
 from benchmarks.common import REPO, describe_machine, goal, markdown_table, text_table
-from utils.atomic import write_json, write_text
+from utils.base.atomic import write_json, write_text
 
 SHAPE = (300, 512, 512)
 QUICK_SHAPE = (24, 64, 64)
@@ -52,7 +52,7 @@ def write_volume(path, shape, seed=0):
     """A noisy phantom volume in HU as int16 NIfTI, axial slices along the third NIfTI axis."""
     import nibabel
 
-    from utils.phantom import make_phantom
+    from utils.data.phantom import make_phantom
 
     hu = make_phantom(seed, shape, (1.0, 0.8, 0.8))
     rng = np.random.default_rng(seed)

@@ -21,7 +21,7 @@ if __name__ == "__main__" and not __package__:  # run by path: re-run as python3
     os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
 
 from benchmarks.common import REPO
-from utils.atomic import write_json
+from utils.base.atomic import write_json
 
 VOLUME = Path("volumes_sts_lowdose_dicom") / "STS_003" / "CT" / "image"
 FIGURE = REPO / "figures" / "denoise_lowdose_example.png"

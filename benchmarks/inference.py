@@ -20,9 +20,9 @@ once per tile shape, are not timed. On a GPU, ``gpu_peak_memory_mb`` is the back
 The volumes are seeded phantoms (``benchmarks.common.windowed_phantom``: the default anatomy at
 any size, on [0, 1]) plus Gaussian noise of sigma 0.05, made once per depth by this process and
 read by every case of that depth, so the baselines denoise the very volume the 3D U-Net does:
-``tv3d`` is ``utils.variational.tv_denoise`` with its defaults (weight from sigma, stopping at its
+``tv3d`` is ``utils.solvers.variational.tv_denoise`` with its defaults (weight from sigma, stopping at its
 tolerance; traced on a small crop before the clock starts), ``bm4d`` is
-``utils.classical.bm4d_denoise`` at the true sigma. BM4D is the expensive one: about 50 us and 1 KB
+``utils.solvers.classical.bm4d_denoise`` at the true sigma. BM4D is the expensive one: about 50 us and 1 KB
 of memory per voxel on 2 busy CPU cores (measured on 32x128x128; so roughly 15 minutes and 17 GB
 for 64x512x512), hence ``--baseline-max-slices``. The 2D U-Net case predicts random slices.
 
@@ -125,7 +125,7 @@ def main(argv=None):
                 flush=True,
             )
 
-    from utils.atomic import write_json
+    from utils.base.atomic import write_json
 
     for result in results:
         result.pop("volume", None)  # a temporary file, gone now
@@ -187,13 +187,13 @@ def run_case(case):
 def _prepare_method(case, data):
     """``(denoise(array) -> array, record)`` for a case, with tracing and model building done."""
     if case["kind"] == "tv3d":
-        from utils.variational import tv_denoise
+        from utils.solvers.variational import tv_denoise
 
         # Traces the solver (one trace serves every volume size), so the clock sees iterations only.
         tv_denoise(data[:4, :16, :16], sigma=case["sigma"])
         return (lambda volume: tv_denoise(volume, sigma=case["sigma"])), _whole_volume_record("tv3d", data)
     if case["kind"] == "bm4d":
-        from utils.classical import bm4d_denoise
+        from utils.solvers.classical import bm4d_denoise
 
         return (lambda volume: bm4d_denoise(volume, case["sigma"])), _whole_volume_record("bm4d", data)
 

@@ -5,12 +5,12 @@
 
 Measured:
 
-* seconds per 512 x 512 slice of the REFERENCE form (``utils.lowdose.simulate_lowdose_slice``,
+* seconds per 512 x 512 slice of the REFERENCE form (``utils.data.lowdose.simulate_lowdose_slice``,
   360 views, radon + ramp FBP) on a synthetic abdomen at 0.7 mm, and the full-dose noise std
   that ``FULL_DOSE_PHOTONS`` gives there (the added noise at dose 0.5 is the full-dose noise);
 * total noise std against dose on that slice: ``sqrt(full^2 + added^2) / full`` against
   ``1 / sqrt(dose)`` (goal: within 10 %), and the NPS at zero frequency relative to its peak;
-* training-pipeline throughput (``utils.pipeline.make_dataset``, 128 x 128 patches, batch 16, in
+* training-pipeline throughput (``utils.learning.pipeline.make_dataset``, 128 x 128 patches, batch 16, in
   memory) with the FAST form against Gaussian noise (goal: at least half);
 * ``figures/lowdose_nps.png``: the radially averaged NPS (normalised to unit area, cycles/mm) of the
   reference simulation and of the fast form at 0.977 mm, against the NPS measured in flat soft-tissue
@@ -44,13 +44,13 @@ ROI = 32  # NPS ROIs, pixels
 
 
 def phantom_slice(size, spacing, seed=3):
-    from utils.phantom import make_phantom
+    from utils.data.phantom import make_phantom
 
     return make_phantom(seed, shape=(1, size, size), spacing=(2.5, spacing, spacing))[0].astype(np.float64)
 
 
 def reference_speed_and_scaling(size, repeats, doses):
-    from utils.lowdose import radial_nps, simulate_lowdose_slice
+    from utils.data.lowdose import radial_nps, simulate_lowdose_slice
 
     hu = phantom_slice(size, 0.7)
     c, h = size // 2, size // 8
@@ -79,9 +79,9 @@ def reference_speed_and_scaling(size, repeats, doses):
 def pipeline_throughput(shape, n_volumes, patch, batch, epochs):
     import tensorflow as tf  # noqa: F401
 
-    from utils.noise import GaussianNoise, make_noise
-    from utils.phantom import make_phantom
-    from utils.pipeline import PatchSampling, make_dataset
+    from utils.data.noise import GaussianNoise, make_noise
+    from utils.data.phantom import make_phantom
+    from utils.learning.pipeline import PatchSampling, make_dataset
 
     volumes = [((np.clip(make_phantom(s, shape=shape), *WINDOW) - WINDOW[0]) / (WINDOW[1] - WINDOW[0])).astype(np.float32) for s in range(n_volumes)]
     sampling = PatchSampling(patch)
@@ -116,8 +116,8 @@ def flat_rois(hu, size=ROI, stride=ROI // 2):
 
 
 def real_nps(folder, max_volumes):
-    from utils.lowdose import radial_nps
-    from utils.readers import read_ct
+    from utils.data.lowdose import radial_nps
+    from utils.data.readers import read_ct
 
     rois, spacings = [], []
     for path in sorted(p for p in folder.iterdir() if p.is_dir())[:max_volumes]:
@@ -136,7 +136,7 @@ def real_nps(folder, max_volumes):
 def simulated_nps(spacing, repeats):
     import tensorflow as tf
 
-    from utils.lowdose import fast_lowdose_noise_tf, radial_nps, simulate_lowdose_slice
+    from utils.data.lowdose import fast_lowdose_noise_tf, radial_nps, simulate_lowdose_slice
 
     size = 256
     hu = phantom_slice(size, spacing, seed=5)
@@ -174,7 +174,7 @@ def nps_figure(sim, real, path):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    from utils.atomic import atomic_path
+    from utils.base.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -247,7 +247,7 @@ def main(argv=None):
         *markdown_table(["goal", "value", "status"], [[g["target"], f"{g['value']:.3f}", g["status"]] for g in goals.values()], "lrl"),
         "",
     ]
-    from utils.atomic import write_json, write_text
+    from utils.base.atomic import write_json, write_text
 
     write_text(OUT_MD, "\n".join(lines))
     write_json(OUT_JSON, report)

@@ -4,19 +4,19 @@
     python3 -m benchmarks.lowdose_quality --quick --out /tmp/x   # smoke run: 1 small crop, 1 real slice
 
 Part A, simulated low dose with a clean reference. Clean TEST slices of the committed patient split
-(``data/real_ct_split.json``, ``utils.real_ct_split.test_paths``): ``CRLM_SLICES`` evenly spaced slices of
+(``data/real_ct_split.json``, ``utils.data.real_ct_split.test_paths``): ``CRLM_SLICES`` evenly spaced slices of
 the middle half of the TCIA Colorectal-Liver-Metastases series and every axial slice of the TCIA
 COVID-19-NY-SBU test patients. Each whole 512 x 512 slice (HU, its own pixel spacing from the DICOM
-header) gets the REFERENCE low-dose form (``utils.noise.CTLowDoseNoise.sample_numpy``: radon over 360
+header) gets the REFERENCE low-dose form (``utils.data.noise.CTLowDoseNoise.sample_numpy``: radon over 360
 views, Poisson + electronic noise, ramp FBP) at each dose of ``DOSES`` from
 ``numpy.random.default_rng([SEED, slice_index, dose_index])``; the central ``CROP`` x ``CROP`` pixels of
 the clean and noisy slice (window [-1000, 400] HU -> [0, 1], not clipped after the noise) are scored
-with ``utils.metrics`` (PSNR with data range 1, SSIM with data range 1, Gaussian window 11). Methods:
+with ``utils.data.metrics`` (PSNR with data range 1, SSIM with data range 1, Gaussian window 11). Methods:
 
 * ``noisy``: the input;
-* ``bm3d_est``: BM3D with sigma = ``utils.noise_level.estimate_scan_sigma`` of the noisy crop;
+* ``bm3d_est``: BM3D with sigma = ``utils.data.noise_level.estimate_scan_sigma`` of the noisy crop;
 * ``bm3d_tuned``: BM3D with sigma = m x that estimate, m the value of ``MULTIPLIERS`` with the highest mean
-  PSNR over this dose's crops (``utils.tuning.grid_search``, as ``utils.tuning._multiplier_search`` does,
+  PSNR over this dose's crops (``utils.application.tuning.grid_search``, as ``utils.application.tuning._multiplier_search`` does,
   with a grid reaching higher because the white-noise estimate under-reads correlated noise). m is chosen
   on the test crops themselves: an oracle, an upper bound for BM3D;
 * the shipped 2D models ``unet2d_noise0.02``, ``unet2d_noise0.05`` (Gaussian-trained), ``unet2d_blind``
@@ -108,8 +108,8 @@ def central_crop(image, size):
 # ============================================================================== data
 def clean_test_slices(root, quick):
     """``[(name, windowed (H, W) slice, in-plane spacing mm)]``: CRLM middle slices and COVID axial test slices."""
-    from utils.readers import read_ct
-    from utils.real_ct_split import test_paths
+    from utils.data.readers import read_ct
+    from utils.data.real_ct_split import test_paths
 
     out = []
     for path in test_paths(root, kinds=("clean",)):
@@ -127,8 +127,8 @@ def clean_test_slices(root, quick):
 
 
 def real_lowdose_volumes(root, quick):
-    from utils.readers import read_ct
-    from utils.real_ct_split import test_paths
+    from utils.data.readers import read_ct
+    from utils.data.real_ct_split import test_paths
 
     paths = test_paths(root, kinds=("lowdose",))[: 1 if quick else None]
     return [(Path(p).name, read_ct(p, WINDOW)[0]) for p in paths]
@@ -155,7 +155,7 @@ def run_model(model, images):
 
 
 def bm3d(image, sigma):
-    from utils.classical import bm3d_denoise
+    from utils.solvers.classical import bm3d_denoise
 
     return bm3d_denoise(np.asarray(image, np.float32), float(sigma), progress=False)
 
@@ -163,10 +163,10 @@ def bm3d(image, sigma):
 # ============================================================================== part A
 def simulated_study(slices, models, quick):
     """PSNR/SSIM per method and dose on the central crops; the tuned BM3D multiplier per dose."""
-    from utils.metrics import psnr, ssim
-    from utils.noise import CTLowDoseNoise
-    from utils.noise_level import estimate_scan_sigma
-    from utils.tuning import grid_search
+    from utils.data.metrics import psnr, ssim
+    from utils.data.noise import CTLowDoseNoise
+    from utils.data.noise_level import estimate_scan_sigma
+    from utils.application.tuning import grid_search
 
     crop = QUICK_CROP if quick else CROP
     multipliers = (1.0, 2.0) if quick else MULTIPLIERS
@@ -295,7 +295,7 @@ def real_study(volumes, models, bm3d_multiplier, quick):
     """Noise std in flat regions and edge widths on real low-dose slices, per method; the figure's images."""
     from scipy import ndimage
 
-    from utils.noise_level import estimate_scan_sigma
+    from utils.data.noise_level import estimate_scan_sigma
 
     per_method = {}
     figure = None
@@ -356,7 +356,7 @@ def before_after_figure(figure, gaussian_stem, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from utils.atomic import atomic_path
+    from utils.base.atomic import atomic_path
 
     images = figure["images"]
     panels = [("noisy (real low dose)", images["noisy"]), (f"BM3D, sigma {figure['sigma']:.3f} (estimated)", images["bm3d_est"])]
@@ -451,7 +451,7 @@ def markdown(report, figure_name):
 
 
 def main(argv=None):
-    from utils.real_ct_split import DEFAULT_REAL_CT_ROOT
+    from utils.data.real_ct_split import DEFAULT_REAL_CT_ROOT
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 clean slice cropped to 96, dose 0.25, 2 BM3D multipliers, 1 real slice")
@@ -490,7 +490,7 @@ def main(argv=None):
                      "edge_half": EDGE_HALF, "edge_classify": EDGE_CLASSIFY, "edges_per_kind": EDGES_PER_KIND, "models_dir": str(args.models_dir)},
         "machine": describe_machine(),
     }
-    from utils.atomic import write_json, write_text
+    from utils.base.atomic import write_json, write_text
 
     write_text(out_md, markdown(report, figure_path.name))
     write_json(out_json, report)

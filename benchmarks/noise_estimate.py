@@ -4,7 +4,7 @@
 
 On the clean test patients of the committed split (``data/real_ct_split.json``), each image or
 series windowed to [-1000, 400] HU, Gaussian noise of sigma 2, 5 and 10 % is added (seed 2020) and
-``utils.noise_level.estimate_scan_sigma`` estimates it inside the body. The table gives, per set and
+``utils.data.noise_level.estimate_scan_sigma`` estimates it inside the body. The table gives, per set and
 level, the median estimate and the worst relative error over the images. The clean scans carry noise
 of their own (their estimate without added noise is listed), so the estimate of the total is
 ``sqrt(sigma^2 + own^2)`` at best; the error is given against both.
@@ -23,10 +23,10 @@ if __name__ == "__main__" and not __package__:  # run by path: re-run as python3
 import numpy as np
 
 from benchmarks.common import REPO, describe_machine, markdown_table, text_table
-from utils.atomic import write_json, write_text
-from utils.noise_level import estimate_scan_sigma
-from utils.readers import read_ct
-from utils.real_ct_split import test_paths
+from utils.base.atomic import write_json, write_text
+from utils.data.noise_level import estimate_scan_sigma
+from utils.data.readers import read_ct
+from utils.data.real_ct_split import test_paths
 
 LEVELS = (0.02, 0.05, 0.10)
 SEED = 2020

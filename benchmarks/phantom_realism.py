@@ -4,7 +4,7 @@ Reads the real DICOM CT beside the checkout (``shared/data/real_ct``): the conti
 contrast-enhanced abdominal series (CRLM, 41 x 5 mm) and the 20 chest slices (LIDC). The
 8-bit PNG slices are left out: they are HU clipped to [0, 255], which discards the lung and
 fat range that a [-1000, 400] HU comparison is about. Phantoms are made with
-``utils.phantom.make_phantom`` from the seeds of the default dataset's training volumes.
+``utils.data.phantom.make_phantom`` from the seeds of the default dataset's training volumes.
 
 Everything is measured in HU clipped to the project window [-1000, 400] inside a body mask
 (largest component above -500 HU, holes filled, per slice), the same way for real and phantom:
@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m benchmarks.<name>
     os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
 
-from utils import phantom  # noqa: E402
-from utils.atomic import atomic_path, write_json  # noqa: E402
+from utils.data import phantom  # noqa: E402
+from utils.base.atomic import atomic_path, write_json  # noqa: E402
 
 WINDOW = (-1000.0, 400.0)
 SOFT_WINDOW = (-160.0, 240.0)

@@ -34,11 +34,11 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks.common import describe_machine  # noqa: E402
 from models import build_model  # noqa: E402
-from utils.atomic import write_json  # noqa: E402
-from utils.noise import GaussianNoise  # noqa: E402
-from utils.phantom import make_phantom  # noqa: E402
-from utils.pipeline import PatchSampling, make_dataset  # noqa: E402
-from utils.readers import read_ct  # noqa: E402
+from utils.base.atomic import write_json  # noqa: E402
+from utils.data.noise import GaussianNoise  # noqa: E402
+from utils.data.phantom import make_phantom  # noqa: E402
+from utils.learning.pipeline import PatchSampling, make_dataset  # noqa: E402
+from utils.data.readers import read_ct  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pipeline.json"
 

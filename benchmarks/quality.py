@@ -109,7 +109,7 @@ def main(argv=None):
                 command += ["--data", *data]
             jobs.append(run_demo(name, dataset, demo, command, out, plan.timeout))
 
-    from utils.atomic import write_json
+    from utils.base.atomic import write_json
 
     report = {
         "benchmark": "quality",
@@ -156,7 +156,7 @@ def demo_jobs(plan):
 
 def run_demo(name, dataset, demo, command, out, timeout):
     """Run one demo writing to ``out``; return its record with one row per (noise, method) of its metrics.csv."""
-    from utils.assessment import read_metrics_csv, summarise
+    from utils.application.assessment import read_metrics_csv, summarise
 
     record = {"name": name, "dataset": dataset, "demo": demo, "command": " ".join(command), "out": str(out)}
     metrics = out / "metrics.csv"  # written last by every demo: it marks a complete run
@@ -191,10 +191,10 @@ def run_demo(name, dataset, demo, command, out, timeout):
 
 def prepare_tiny(work, plan, tuned_dir):
     """The quick phantoms' test volumes, and a tuning table made on their validation volume (seconds)."""
-    from utils import assessment
-    from utils.phantom import ensure_default_dataset
-    from utils.readers import read_ct
-    from utils.training import QUICK_PHANTOMS
+    from utils.application import assessment
+    from utils.data.phantom import ensure_default_dataset
+    from utils.data.readers import read_ct
+    from utils.learning.training import QUICK_PHANTOMS
 
     splits = ensure_default_dataset(**QUICK_PHANTOMS, progress=False)
     tuned_dir = tuned_dir or work / "tuned"

@@ -21,7 +21,7 @@ if __name__ == "__main__" and not __package__:  # run by path: re-run as python3
     os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
 
 from benchmarks.common import REPO, markdown_table
-from utils.atomic import write_text
+from utils.base.atomic import write_text
 
 RESULTS = REPO / "benchmarks" / "RESULTS_real_ct.json"
 LOWDOSE_RESULTS = REPO / "benchmarks" / "RESULTS_lowdose_quality.json"

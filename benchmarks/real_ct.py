@@ -6,20 +6,20 @@
     python3 benchmarks/real_ct.py --quick              # smoke run: tiny crops, 5 % only, 2D models only, untuned TV/SPADE
 
 Test data: the TEST patients of the committed patient-level split (``data/real_ct_split.json``,
-``utils.real_ct_split``) of the clean datasets of the shared real-CT corpus (``--real-ct``, default
+``utils.data.real_ct_split``) of the clean datasets of the shared real-CT corpus (``--real-ct``, default
 ``../shared/data/real_ct``); no training patient is read. Models whose embedded configuration lists a
 test path (or a folder holding one) among its training or validation data are skipped, with a note.
 Each clean test dataset gives:
 
 ``<dataset> slices``
     2D samples: central ``--crop`` x ``--crop`` crops (256) of at most ``--slices`` (8) images: for a
-    multi-slice series, ``--slices`` evenly spaced slices of it (``utils.assessment.evenly_spaced``); for
+    multi-slice series, ``--slices`` evenly spaced slices of it (``utils.application.assessment.evenly_spaced``); for
     single-image files, all of them; then, when more than ``--slices`` are left, ``--slices`` evenly spaced
     ones in split order. The gantry-tilt head series is not contiguous (irregular gaps): it is a slice set.
 ``<dataset> volume``
     Each contiguous series (the CRLM abdomen, 41 slices 5 mm apart, 0.8 mm pixels): its central
     ``--depth`` (24) slices and central ``--crop`` x ``--crop`` pixels, noise and neighbour prior made on
-    the whole series first (the toolkit's convention, ``utils.assessment.volume_samples``).
+    the whole series first (the toolkit's convention, ``utils.application.assessment.volume_samples``).
 ``<dataset> volume 3 mm``
     The same series resampled to 3 mm voxels in every axis: HU (read through a wide window, -1024 to
     4000 HU, then mapped back) smoothed by a Gaussian of ``(zoom^-1 - 1) / 2`` voxels along the axes
@@ -32,11 +32,11 @@ window mapped to [0, 1]), not clipped, drawn once per image with
 ``numpy.random.default_rng([2020, crc32(set name), i])`` and scaled for each level (results across
 levels are paired).
 
-Methods, each on every sample of a set (``utils.assessment.evaluate``: untimed warm-up, then wall-clock
-seconds per sample; PSNR and SSIM from ``utils.metrics`` with data range 1, estimates not clipped, SSIM
+Methods, each on every sample of a set (``utils.application.assessment.evaluate``: untimed warm-up, then wall-clock
+seconds per sample; PSNR and SSIM from ``utils.data.metrics`` with data range 1, estimates not clipped, SSIM
 of a volume the mean over its slices):
-noisy input; TV (split Bregman, ``utils.variational``) with the toolkit's tuned parameters
-(``utils.assessment.baseline_methods``: ``results/tuned/tuned_2d.json`` for slices, ``tuned_3d.json``
+noisy input; TV (split Bregman, ``utils.solvers.variational``) with the toolkit's tuned parameters
+(``utils.application.assessment.baseline_methods``: ``results/tuned/tuned_2d.json`` for slices, ``tuned_3d.json``
 for volumes, tuned on the embedded validation phantoms on the spot when missing); SPADE likewise, on
 volumes only (it needs neighbouring slices for its prior); BM3D slice by slice and BM4D (volumes only),
 both given the TRUE sigma; every model file of ``--models`` (default ``trained_models/*.keras``): a
@@ -93,7 +93,7 @@ SE_SUFFIX = "+SE"
 
 @dataclasses.dataclass
 class TestSet:
-    """One test set: ``samples`` (``utils.assessment.Sample``) of one kind, ``slices`` or ``volume``."""
+    """One test set: ``samples`` (``utils.application.assessment.Sample``) of one kind, ``slices`` or ``volume``."""
 
     __test__ = False  # not a pytest class
 
@@ -123,8 +123,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     command = " ".join(["python3 benchmarks/real_ct.py", *map(str, argv if argv is not None else sys.argv[1:])])
 
-    from utils import assessment
-    from utils.real_ct_split import DEFAULT_REAL_CT_ROOT, load_split
+    from utils.application import assessment
+    from utils.data.real_ct_split import DEFAULT_REAL_CT_ROOT, load_split
 
     sizes = dict(QUICK if args.quick else FULL)
     for key in sizes:
@@ -161,7 +161,7 @@ def main(argv=None):
     report["headline"] = headline(report)
     report["goals"] = goals(report)
     print_tables(report)
-    from utils.atomic import write_json, write_text
+    from utils.base.atomic import write_json, write_text
 
     markdown_path = args.out.with_suffix(".md")
     write_json(args.out, report)
@@ -183,14 +183,14 @@ def short_name(folder):
 
 
 def noisy_item(label, clean, source, contiguous, spacing, set_name, index):
-    """A ``utils.assessment.NoisyVolume`` whose unit-variance noise field is seeded by set and index.
+    """A ``utils.application.assessment.NoisyVolume`` whose unit-variance noise field is seeded by set and index.
 
     The noise is stored at sigma 1 in ``noisy``; :func:`at_level` scales it for each level.
     """
     import numpy as np
 
-    from utils.assessment import NoisyVolume
-    from utils.readers import DEFAULT_HU_WINDOW
+    from utils.application.assessment import NoisyVolume
+    from utils.data.readers import DEFAULT_HU_WINDOW
 
     rng = np.random.default_rng([SEED, zlib.crc32(set_name.encode()), index])
     field = rng.standard_normal(clean.shape).astype(np.float32)
@@ -199,7 +199,7 @@ def noisy_item(label, clean, source, contiguous, spacing, set_name, index):
 
 def at_level(test_set, sigma):
     """The set's samples with noise ``sigma``: ``clean + sigma * field`` (paired across levels)."""
-    from utils.assessment import NoisyVolume, Sample
+    from utils.application.assessment import NoisyVolume, Sample
 
     volumes = {}
     samples = []
@@ -244,10 +244,10 @@ def build_sets(root, split, crop, slices, depth):
     """The test sets (module notes) of the clean datasets' test patients, and every test path read."""
     import numpy as np
 
-    from utils.assessment import Sample, _central_crop_index, evenly_spaced
-    from utils.errors import DataError
-    from utils.readers import DEFAULT_HU_WINDOW, read_ct, window_hu
-    from utils.real_ct_split import test_paths
+    from utils.application.assessment import Sample, _central_crop_index, evenly_spaced
+    from utils.base.errors import DataError
+    from utils.data.readers import DEFAULT_HU_WINDOW, read_ct, window_hu
+    from utils.data.real_ct_split import test_paths
 
     root = Path(root)
     paths = test_paths(root, kinds=("clean",), split=split)
@@ -382,7 +382,7 @@ def cache_key(test_set, samples, sigma, method):
 
     Baselines are named by their solver arguments, models by their file's SHA-256, pass and tiling.
     """
-    from utils.assessment import ModelMethod
+    from utils.application.assessment import ModelMethod
 
     record = {
         "version": CACHE_VERSION,
@@ -409,10 +409,10 @@ def run(sets, levels, models, quick=False, tuned_dir="results/tuned", cache=None
     """
     import numpy as np
 
-    from utils.atomic import write_json
+    from utils.base.atomic import write_json
 
     from models.storage import load_model
-    from utils import assessment
+    from utils.application import assessment
 
     loaded = {}
     rows, methods_used, notes, timings = [], {}, [], []
@@ -593,15 +593,15 @@ def markdown(report):
         "## Protocol",
         "",
         f"- **Test data**: the TEST patients of the clean datasets in the patient-level split `{report['split_file']}` "
-        "(`utils.real_ct_split`); no training patient is read. Models trained or validated on a test path are skipped.",
+        "(`utils.data.real_ct_split`); no training patient is read. Models trained or validated on a test path are skipped.",
         f"- **Noise**: Gaussian, sigma {', '.join(f'{s:g}' for s in report['levels'])} on the [0, 1] scale of the "
         f"[-1000, 400] HU window, not clipped; one standard-normal field per image from "
         f"`numpy.random.default_rng([{report['seed']}, crc32(set name), i])`, scaled for each level.",
-        "- **Metrics**: `utils.metrics` PSNR and SSIM, data range 1, estimates not clipped (SSIM of a volume: mean over "
+        "- **Metrics**: `utils.data.metrics` PSNR and SSIM, data range 1, estimates not clipped (SSIM of a volume: mean over "
         "its slices); seconds: wall clock per sample (per image, or per volume) after untimed warm-up calls "
-        "(`utils.assessment.evaluate`), neighbour prior excluded.",
+        "(`utils.application.assessment.evaluate`), neighbour prior excluded.",
         "- **Classical methods**: TV (and SPADE, volumes only: its prior needs neighbouring slices) with the toolkit's "
-        "parameters for each level (`utils.assessment.baseline_methods`, provenance below); BM3D slice by slice and "
+        "parameters for each level (`utils.application.assessment.baseline_methods`, provenance below); BM3D slice by slice and "
         "BM4D (volumes only), both given the true sigma.",
         "- **Learned models**: a per-level model only at its own level, a blind model (config `noise_range`) at every "
         "level in its range; 2D models on slices and slice by slice on volumes, 3D models on volumes only "

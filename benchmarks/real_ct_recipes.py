@@ -81,7 +81,7 @@ def main(argv=None):
     )
     print(heading)
     print(text_table(header, rows))
-    from utils.atomic import write_json, write_text
+    from utils.base.atomic import write_json, write_text
 
     machine = report["machine"]
     markdown = [
@@ -117,7 +117,7 @@ def score_runs(real_ct, runs, model_file="model_final.keras", noise=0.05):
             "--models", *map(str, models), "--methods", "noisy,bm3d", "--out", str(folder / "assessment"),
         ]
         subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
-        from utils.assessment import read_metrics_csv, summarise
+        from utils.application.assessment import read_metrics_csv, summarise
 
         (stats,) = summarise(read_metrics_csv(folder / "assessment" / "metrics.csv")).values()
 

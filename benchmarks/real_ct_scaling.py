@@ -68,7 +68,7 @@ def main(argv=None):
 
     started = time.monotonic()
     if args.phantoms == DEFAULT_PHANTOMS and not (REPO / DEFAULT_PHANTOMS).exists():
-        from utils.phantom import ensure_default_dataset
+        from utils.data.phantom import ensure_default_dataset
 
         ensure_default_dataset()
     total = _slice_count(args.train_ct)
@@ -125,7 +125,7 @@ def main(argv=None):
     print(heading)
     print(text_table(header, rows))
     print(fit)
-    from utils.atomic import write_json, write_text
+    from utils.base.atomic import write_json, write_text
 
     machine = report["machine"]
     markdown = [
@@ -144,7 +144,7 @@ def main(argv=None):
 
 
 def _slice_count(path):
-    from utils.readers import read_ct
+    from utils.data.readers import read_ct
 
     return sum(volume.array.shape[0] for volume in read_ct(path))
 
@@ -155,10 +155,10 @@ def write_slice_subset(path, count, out):
     The npz holds ``data_train`` (count, H, W, 1) in [0, 1], the layout the readers take as a stack of
     unrelated slices. Every volume at ``path`` must share one slice shape.
     """
-    from utils.assessment import evenly_spaced
-    from utils.atomic import atomic_open
-    from utils.errors import DataError
-    from utils.readers import read_ct
+    from utils.application.assessment import evenly_spaced
+    from utils.base.atomic import atomic_open
+    from utils.base.errors import DataError
+    from utils.data.readers import read_ct
 
     volumes = read_ct(path)
     shapes = {volume.array.shape[1:] for volume in volumes}

@@ -185,7 +185,7 @@ def main(argv=None):
         "machine": {**machine, "load_average_end": [round(x, 2) for x in os.getloadavg()]},
         "parts": parts,
     }
-    from utils.atomic import write_json, write_text
+    from utils.base.atomic import write_json, write_text
 
     suite_path = out_dir / f"suite_{args.size}_{stamp}.json"
     write_json(suite_path, suite)

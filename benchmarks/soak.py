@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m benchmarks.<name>
     os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
 
-from utils.atomic import write_json  # noqa: E402
+from utils.base.atomic import write_json  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "soak.json"
 SCRIPT = REPO / "Train_model_denoising2D.py"

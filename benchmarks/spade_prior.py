@@ -9,7 +9,7 @@ what it can add is bounded by how close the prior ``u_p`` is to the clean slice.
 everything else fixed and changes only the prior:
 
 ``noisy, 9 slices``
-    The toolkit's default and ResPrU-Net's input: ``utils.prior.neighbour_prior(noisy)``, weights
+    The toolkit's default and ResPrU-Net's input: ``utils.data.prior.neighbour_prior(noisy)``, weights
     exp(-0.04 |k|) over k = -4..4.
 ``noisy, 3 slices``
     The same with ``half_window=1``: less blur across slices, more noise.
@@ -22,7 +22,7 @@ everything else fixed and changes only the prior:
 Protocol: the 2 embedded phantom validation volumes (``data/phantom/val``, generated if absent),
 seeded Gaussian noise on the whole volume, priors built on the whole volume, then a central crop
 (``--crop``, default 24x128x128). TV's weight and SPADE's two weights (gradient transform) are tuned
-per prior on the crop by the toolkit's own tuner (``utils.tuning.tune`` with ``prior_from``: golden
+per prior on the crop by the toolkit's own tuner (``utils.application.tuning.tune`` with ``prior_from``: golden
 section, coordinate ascent for SPADE) to maximise the mean PSNR with data range 1. Reported: each
 prior's own PSNR, the tuned SPADE PSNR and its lead over tuned TV.
 
@@ -71,8 +71,8 @@ def main(argv=None):
         args.noise, args.crop = [0.05], [8, 48, 48]
     n_evals = 3 if args.quick else None
 
-    from utils.phantom import ensure_default_dataset
-    from utils.readers import read_ct
+    from utils.data.phantom import ensure_default_dataset
+    from utils.data.readers import read_ct
 
     started = time.monotonic()
     clean_volumes = [volume.array for path in ensure_default_dataset()["val"] for volume in read_ct(path)]
@@ -119,7 +119,7 @@ def main(argv=None):
         *markdown_table(header, table, "ll" + "r" * (len(header) - 2)),
         "",
     ]
-    from utils.atomic import write_json, write_text
+    from utils.base.atomic import write_json, write_text
 
     write_json(args.out, report)
     write_text(args.markdown, "\n".join(markdown))
@@ -131,8 +131,9 @@ def study(clean_volumes, sigma, crop, seed, n_evals):
     import numpy as np
     from skimage.metrics import peak_signal_noise_ratio
 
-    from utils import tuning, variational
-    from utils.prior import neighbour_prior
+    from utils.application import tuning
+    from utils.solvers import variational
+    from utils.data.prior import neighbour_prior
 
     # The toolkit's own tuner, on the same seeded noise and crops for every method and prior.
     options = dict(seed=seed, crop_shape=crop, progress=False, **({} if n_evals is None else {"n_evals": n_evals}))

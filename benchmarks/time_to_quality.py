@@ -4,7 +4,7 @@
     python3 benchmarks/time_to_quality.py --training-run results/<run> --max-samples 32
     python3 benchmarks/time_to_quality.py --train-quick /tmp/quick_run         # smoke run: a --quick training first
 
-The run folder (``utils.training``) holds everything needed:
+The run folder (``utils.learning.training``) holds everything needed:
 
 * ``history.csv``: ``val_psnr`` after every epoch (Keras' mean over validation batches of the
   batch's mean slice PSNR, data range 1);
@@ -14,10 +14,10 @@ The run folder (``utils.training``) holds everything needed:
   ``model.fit``, not start-up or data generation, and not the lost part of an epoch killed
   mid-way. Without event files: ``finished.json``'s minutes spread evenly over the epochs;
 * ``config.json``: the settings and the validation files, from which the validation set is rebuilt
-  exactly as the run did (``utils.training.training_data``: same crops, noise and seed; relative
+  exactly as the run did (``utils.learning.training.training_data``: same crops, noise and seed; relative
   paths are taken from the repository root, where the training scripts run).
 
-BM3D (``utils.classical.bm3d_denoise``) then denoises every validation sample, at the sigma tuned
+BM3D (``utils.solvers.classical.bm3d_denoise``) then denoises every validation sample, at the sigma tuned
 for 2D in ``results/tuned/tuned_2d.json`` when that table has one for the run's noise, else at the
 noise's sigma; its PSNR is averaged the same way as ``val_psnr``. ``--max-samples`` keeps evenly
 spaced whole batches to bound BM3D's cost (about a second per slice on 2 cores); the JSON says how
@@ -62,8 +62,8 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
 
-    from utils.atomic import write_json
-    from utils.errors import DataError
+    from utils.base.atomic import write_json
+    from utils.base.errors import DataError
 
     run = args.training_run or train_quick(args.train_quick)
     try:
@@ -87,7 +87,7 @@ def train_quick(out):
 
 
 def measure(run, max_samples, tuned_table):
-    from utils.errors import DataError
+    from utils.base.errors import DataError
 
     for name in ("config.json", "history.csv"):
         if not (run / name).is_file():
@@ -144,7 +144,7 @@ def read_history(path):
             if r.get("val_psnr")
         ]
     if not rows:
-        from utils.errors import DataError
+        from utils.base.errors import DataError
 
         raise DataError(path, "no epoch with a val_psnr yet")
     return rows
@@ -165,7 +165,7 @@ def epoch_minutes(run, epochs):
         return minutes, f"TensorBoard event times of {len(processes)} training process(es)"
     finished = run / "finished.json"
     if not finished.exists():
-        from utils.errors import DataError
+        from utils.base.errors import DataError
 
         raise DataError(
             run, "neither TensorBoard event files with epoch times nor finished.json: no training time known"
@@ -190,7 +190,7 @@ def _epoch_end_times(path):
 
 def validation_sources(run, record):
     """The validation files of the run, in order, relative paths taken from the repository root."""
-    from utils.errors import DataError
+    from utils.base.errors import DataError
 
     described = record.get("data", {}).get("validation")
     if not isinstance(described, list) or not described:
@@ -205,12 +205,12 @@ def bm3d_on_validation(settings, sources, max_samples, tuned_table):
     """BM3D's mean validation PSNR (mean over batches of the batch's mean), as Keras computes val_psnr."""
     import numpy as np
 
-    from utils.classical import bm3d_denoise
-    from utils.config import TrainingConfig
-    from utils.metrics import psnr
-    from utils.noise import make_noise
-    from utils.training import load_volumes, training_data
-    from utils.tuning import load_tuned
+    from utils.solvers.classical import bm3d_denoise
+    from utils.learning.config import TrainingConfig
+    from utils.data.metrics import psnr
+    from utils.data.noise import make_noise
+    from utils.learning.training import load_volumes, training_data
+    from utils.application.tuning import load_tuned
 
     config = TrainingConfig.from_dict(settings)
     volumes, _ = load_volumes(sources, config.hu_window)

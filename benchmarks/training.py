@@ -194,7 +194,7 @@ def main(argv=None):
 
     print()
     print(format_table(results))
-    from utils.atomic import write_json
+    from utils.base.atomic import write_json
 
     report = {
         "benchmark": "training",

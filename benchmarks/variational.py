@@ -6,16 +6,16 @@
     python3 benchmarks/variational.py --shape 32 128 128 --no-classical   # another volume, TV and SPADE only
 
 Data
-    A seeded phantom volume (``benchmarks.common.windowed_phantom``: ``utils.phantom`` windowed to
-    [0, 1]) plus seeded Gaussian noise of sigma 0.05 (``utils.noise.GaussianNoise``), drawn on the
-    whole volume. PSNR has data range 1 (``utils.metrics.psnr``).
+    A seeded phantom volume (``benchmarks.common.windowed_phantom``: ``utils.data.phantom`` windowed to
+    [0, 1]) plus seeded Gaussian noise of sigma 0.05 (``utils.data.noise.GaussianNoise``), drawn on the
+    whole volume. PSNR has data range 1 (``utils.data.metrics.psnr``).
 
 1. TV 3D: ours against scikit-image, each at its own best weight
-    Ours is ``utils.variational.tv_denoise`` with its defaults (anisotropic, reflect boundary,
+    Ours is ``utils.solvers.variational.tv_denoise`` with its defaults (anisotropic, reflect boundary,
     linear step "auto", which is one red-black Gauss–Seidel sweep at these weights, n_outer=2,
     n_iter=100, tol=1e-3); scikit-image's is ``denoise_tv_chambolle`` with its defaults
     (isotropic, eps=2e-4, max_num_iter=200). The weight of each is found by the same golden-section
-    search on log(weight) (``utils.tuning.golden_section_log``, bracket 0.1-5 sigma) maximising
+    search on log(weight) (``utils.application.tuning.golden_section_log``, bracket 0.1-5 sigma) maximising
     PSNR on a central crop of the volume (the whole volume with ``--size full``); then each runs
     at its best weight on the whole volume: a first call, timed apart, then the timed runs. Our
     solver's first call on a new array shape includes its XLA compilation for that shape (the
@@ -37,7 +37,7 @@ Data
     three-component one) is timed the same way, as the variant that trades quality for speed.
 
 3. BM3D and BM4D
-    ``utils.classical.bm3d_denoise`` slice by slice on the central slices, and ``bm4d_denoise`` on a
+    ``utils.solvers.classical.bm3d_denoise`` slice by slice on the central slices, and ``bm4d_denoise`` on a
     central crop (both whole with ``--size full``), at the true sigma. Seconds for the whole volume
     are extrapolated from seconds per slice and per voxel when a crop was used (marked so).
 
@@ -68,7 +68,7 @@ SEED = 0
 PSNR_TOLERANCE_DB = 0.05
 SPEEDUP_GOAL = 3.0
 SPADE_RATIO_GOAL = 1.5
-SEARCH_BRACKET = (0.1, 5.0)  # weights in units of sigma, as utils.tuning's TV search
+SEARCH_BRACKET = (0.1, 5.0)  # weights in units of sigma, as utils.application.tuning's TV search
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +109,7 @@ def main(argv=None):
         f"{machine['cpu_model']}, {machine['usable_cpus']} usable CPUs, load average {machine['load_average']}",
         flush=True,
     )
-    from utils.noise import GaussianNoise
+    from utils.data.noise import GaussianNoise
 
     clean = windowed_phantom(plan.shape, SEED)
     noisy = GaussianNoise(SIGMA).sample_numpy(clean, np.random.default_rng(SEED))
@@ -134,7 +134,7 @@ def main(argv=None):
 
     print()
     print(format_report(report))
-    from utils.atomic import write_json
+    from utils.base.atomic import write_json
 
     write_json(args.out, report)
     print(f"wrote {args.out}")
@@ -142,7 +142,7 @@ def main(argv=None):
 
 # ----------------------------------------------------------------------------- 1. TV against scikit-image
 def ours(noisy, weight):
-    from utils.variational import tv_denoise
+    from utils.solvers.variational import tv_denoise
 
     return tv_denoise(noisy, weight)
 
@@ -156,7 +156,7 @@ def skimage_chambolle(noisy, weight):
 TV_METHODS = {
     "ours": (
         ours,
-        "utils.variational.tv_denoise: split Bregman, anisotropic, reflect, Gauss-Seidel step (XLA), n_outer=2, "
+        "utils.solvers.variational.tv_denoise: split Bregman, anisotropic, reflect, Gauss-Seidel step (XLA), n_outer=2, "
         "n_iter=100, tol=1e-3; TensorFlow, every core (or the GPU) it sees",
     ),
     "skimage": (
@@ -168,7 +168,7 @@ TV_METHODS = {
 
 def compare_tv(clean, noisy, plan):
     """Best weight of each TV on the search crop, then one timed run of each on the whole volume."""
-    from utils.tuning import central_crop
+    from utils.application.tuning import central_crop
 
     crop = plan.search_crop or clean.shape
     clean_crop, noisy_crop = central_crop(clean, crop), central_crop(noisy, crop)
@@ -208,7 +208,7 @@ def ours_convergence(clean, noisy, result, target_psnr):
     The seconds to match are estimated as that share of the timed run: what a looser ``tol`` that
     stopped there would cost.
     """
-    from utils.variational import tv_denoise
+    from utils.solvers.variational import tv_denoise
 
     history = tv_denoise(noisy, result["weight"], reference=clean).rel_err_history.astype(np.float64)
     # rel_err = ||u - x|| / ||x||, so MSE = (rel_err ||x||)^2 / N and PSNR = -10 log10(MSE) (data range 1).
@@ -224,7 +224,7 @@ def ours_convergence(clean, noisy, result, target_psnr):
 
 def ours_exact_step(clean, noisy, weight, repeats):
     """Our TV at ``weight`` with the exact DCT linear step instead of the sweep, timed after a trace."""
-    from utils.variational import tv_denoise
+    from utils.solvers.variational import tv_denoise
 
     tv_denoise(noisy, weight, linear_step="exact", n_iter=1, n_outer=1)
     seconds, estimate = _timed(lambda: tv_denoise(noisy, weight, linear_step="exact"), repeats)
@@ -234,7 +234,7 @@ def ours_exact_step(clean, noisy, weight, repeats):
 
 def best_weight(score, n_evals):
     """Golden-section search of the weight in ``SEARCH_BRACKET`` sigma; every point scored is kept."""
-    from utils.tuning import golden_section_log
+    from utils.application.tuning import golden_section_log
 
     points = {}
 
@@ -258,8 +258,8 @@ def best_weight(score, n_evals):
 # ----------------------------------------------------------------------------- 2. SPADE against TV
 def spade_vs_tv(noisy, plan):
     """Seconds per iteration of SPADE and TV at a fixed iteration count (tol=0) on the whole volume."""
-    from utils.prior import neighbour_prior
-    from utils.variational import spade_denoise, tv_denoise
+    from utils.data.prior import neighbour_prior
+    from utils.solvers.variational import spade_denoise, tv_denoise
 
     prior = neighbour_prior(noisy)
     fixed = {"n_iter": plan.iterations, "n_outer": 1, "tol": 0.0}
@@ -287,7 +287,7 @@ def spade_vs_tv(noisy, plan):
 
 # ----------------------------------------------------------------------------- 3. BM3D and BM4D
 def run_bm3d(clean, noisy, plan):
-    from utils.classical import bm3d_denoise
+    from utils.solvers.classical import bm3d_denoise
 
     depth = noisy.shape[0]
     count = min(plan.bm3d_slices or depth, depth)
@@ -307,8 +307,8 @@ def run_bm3d(clean, noisy, plan):
 
 
 def run_bm4d(clean, noisy, plan):
-    from utils.classical import bm4d_denoise
-    from utils.tuning import central_crop
+    from utils.solvers.classical import bm4d_denoise
+    from utils.application.tuning import central_crop
 
     crop = plan.bm4d_crop or noisy.shape
     clean_crop, noisy_crop = central_crop(clean, crop), central_crop(noisy, crop)
@@ -344,7 +344,7 @@ def tv_iteration_profile(volume, repeats=5):
     import scipy.fft
     import tensorflow as tf
 
-    from utils import variational
+    from utils.solvers import variational
 
     x = tf.constant(volume)
     scales = tf.ones([x.shape.rank])
@@ -515,7 +515,7 @@ def _timed(function, repeats):
 
 
 def _psnr(clean, estimate):
-    from utils.metrics import psnr
+    from utils.data.metrics import psnr
 
     return psnr(clean, estimate)
 

@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m figures.<name>
     os.execv(sys.executable, [sys.executable, "-m", f"figures.{Path(__file__).stem}", *sys.argv[1:]])
 
-from utils.assessment import read_metrics_csv, summarise, summary_table  # noqa: E402
-from utils.atomic import write_text  # noqa: E402
+from utils.application.assessment import read_metrics_csv, summarise, summary_table  # noqa: E402
+from utils.base.atomic import write_text  # noqa: E402
 
 FIGURES = REPO / "figures"
 RESULTS_SECTION = "results"

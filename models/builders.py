@@ -47,8 +47,8 @@ to the prior; for both the flag changes nothing.
 import keras
 
 from models import layers as L
-from utils.defaults import DEFAULT_FILTERS, MODEL_NAMES  # defined there, TF-free, for the configuration too
-from utils.errors import ConfigError
+from utils.base.defaults import DEFAULT_FILTERS, MODEL_NAMES  # defined there, TF-free, for the configuration too
+from utils.base.errors import ConfigError
 
 # Options beyond the named arguments, per family, with their defaults.
 _EXTRA_OPTIONS = {

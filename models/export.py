@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 
 from models.storage import load_model, save_model
-from utils.atomic import atomic_path, write_json
-from utils.errors import ConfigError
+from utils.base.atomic import atomic_path, write_json
+from utils.base.errors import ConfigError
 
 
 def export_run(run_dir, dest, command=""):

@@ -48,7 +48,7 @@ import warnings
 
 import numpy as np
 
-from utils.errors import ConfigError
+from utils.base.errors import ConfigError
 
 try:  # tqdm is a listed dependency, but progress bars must never be what breaks inference.
     from tqdm.auto import tqdm

@@ -15,7 +15,7 @@ Examples::
 
 import keras
 
-from utils.errors import ConfigError
+from utils.base.errors import ConfigError
 
 _CONV = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
 _MAX_POOL = {1: keras.layers.MaxPooling1D, 2: keras.layers.MaxPooling2D, 3: keras.layers.MaxPooling3D}

@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 
 from models.builders import build_model
-from utils.errors import ModelFileError
+from utils.base.errors import ModelFileError
 
 _CONV_CLASSES = {"Conv2D": 2, "Conv3D": 3}
 _POOL_CLASSES = ("MaxPooling2D", "MaxPooling3D")

@@ -23,8 +23,8 @@ import keras
 import numpy as np
 
 from models.reference_h5 import describe_reference_h5, load_reference_h5
-from utils.atomic import atomic_path
-from utils.errors import ConfigError, ModelFileError
+from utils.base.atomic import atomic_path
+from utils.base.errors import ConfigError, ModelFileError
 
 CONFIG_ENTRY = "ctden_config.json"
 KERAS_SUFFIX = ".keras"

@@ -1,7 +1,7 @@
 """Assessment layer and the three Demo_assess_* scripts, on a tiny dataset and tiny models.
 
 The demos run as a user runs them (subprocess) with small options; metric values are checked
-against scikit-image through ``utils.assessment`` directly. Tuned baseline parameters are seeded
+against scikit-image through ``utils.application.assessment`` directly. Tuned baseline parameters are seeded
 into a temporary tuning table so that no test tunes on the embedded phantoms.
 """
 
@@ -15,9 +15,9 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from tests.ct_files import write_nifti
 from tests.scripts import REPO, run_script
-from utils import assessment, figures, tuning
-from utils.errors import ConfigError, DataError, ModelFileError
-from utils.prior import neighbour_prior
+from utils.application import assessment, figures, tuning
+from utils.base.errors import ConfigError, DataError, ModelFileError
+from utils.data.prior import neighbour_prior
 
 DEMO_2D = REPO / "Demo_assess_2D_learning_methods.py"
 DEMO_3D = REPO / "Demo_assess_3D_learning_methods.py"
@@ -33,7 +33,7 @@ UNET_H5 = "kits19_200subj_data2k_UNet_32_noisepc5_model_best.h5"
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     """Two 12x48x48 phantom volumes (HU, int16 NIfTI) in one folder."""
-    from utils.phantom import make_phantom
+    from utils.data.phantom import make_phantom
 
     folder = tmp_path_factory.mktemp("ct")
     for seed in (1, 2):
@@ -45,7 +45,7 @@ def tiny_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def full_size_data(tmp_path_factory):
     """One 4x256x256 phantom volume at 1 mm in plane: the scale the reference models were trained at."""
-    from utils.phantom import make_phantom
+    from utils.data.phantom import make_phantom
 
     path = tmp_path_factory.mktemp("ct256") / "case_256.nii.gz"
     hu = make_phantom(3, shape=(4, 256, 256), spacing=(2.5, 1.0, 1.0))
@@ -71,7 +71,7 @@ def tiny_models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tuned_dir(tmp_path_factory):
-    """Tuning tables with hand-set entries, as if utils.tuning had run (keeps the tests off the phantoms)."""
+    """Tuning tables with hand-set entries, as if utils.application.tuning had run (keeps the tests off the phantoms)."""
     folder = tmp_path_factory.mktemp("tuned")
     for noise in (0.02, NOISE):
         common = {"psnr": 30.0, "seed": 0, "crop_shape": [1, 1]}
@@ -279,7 +279,7 @@ def test_metrics_match_scikit_image_on_the_same_arrays(volumes, tuned_dir, tmp_p
 
 
 def test_bm3d_baseline_on_a_tiny_image(volumes, tuned_dir):
-    from utils import classical
+    from utils.solvers import classical
 
     if not classical.is_available("bm3d"):
         pytest.skip("the bm3d binary is not available")
@@ -375,7 +375,7 @@ def test_figure_titles_give_the_error_of_the_image_shown(tmp_path):
 @pytest.fixture(scope="module")
 def lowdose_data(tmp_path_factory):
     """One 6x64x64 phantom volume (HU, int16 NIfTI) at a known 0.8 mm in-plane spacing."""
-    from utils.phantom import make_phantom
+    from utils.data.phantom import make_phantom
 
     path = tmp_path_factory.mktemp("ct_lowdose") / "case_ld.nii.gz"
     hu = make_phantom(4, shape=(6, 64, 64), spacing=(2.5, 0.8, 0.8))
@@ -403,7 +403,7 @@ def test_2d_demo_with_ct_lowdose_records_the_noise_model_and_dose(lowdose_data, 
 
 
 def test_lowdose_test_noise_is_the_reference_form_at_the_volume_spacing(lowdose_data):
-    from utils.noise import CTLowDoseNoise
+    from utils.data.noise import CTLowDoseNoise
 
     (volume,) = assessment.load_volumes([lowdose_data])
     (noisy,) = assessment.add_lowdose_noise([volume], 0.1, seed=5)

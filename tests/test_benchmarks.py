@@ -232,9 +232,9 @@ def test_spade_prior_study_gains_with_a_better_prior(tmp_path):
 def test_real_ct_scaling_trains_on_slice_subsets_and_fits_a_trend(tmp_path):
     from benchmarks.real_ct_scaling import trend, write_slice_subset
     from tests.ct_files import write_nifti
-    from utils.phantom import ensure_default_dataset
-    from utils.readers import read_ct
-    from utils.training import QUICK_PHANTOMS
+    from utils.data.phantom import ensure_default_dataset
+    from utils.data.readers import read_ct
+    from utils.learning.training import QUICK_PHANTOMS
 
     splits = ensure_default_dataset(**QUICK_PHANTOMS)
     zz, yy, xx = np.mgrid[:6, :48, :48]

@@ -1,4 +1,4 @@
-"""BM3D / BM4D wrappers (utils/classical.py): sigma on the [0, 1] scale, shapes, lazy imports."""
+"""BM3D / BM4D wrappers (utils/solvers/classical.py): sigma on the [0, 1] scale, shapes, lazy imports."""
 
 import importlib
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio
 
-from utils import classical
-from utils.errors import ConfigError, DataError
+from utils.solvers import classical
+from utils.base.errors import ConfigError, DataError
 
 needs_bm3d = pytest.mark.skipif(
     not classical.is_available("bm3d"), reason="bm3d is not installed or its binary cannot load (pip install bm3d==4.0.3; needs OpenBLAS)"

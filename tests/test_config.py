@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from utils.cli import parse_training_args
-from utils.config import TrainingConfig
-from utils.errors import ConfigError
+from utils.learning.cli import parse_training_args
+from utils.learning.config import TrainingConfig
+from utils.base.errors import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""One definition per default (utils.defaults), and the filters a training run gets."""
+"""One definition per default (utils.base.defaults), and the filters a training run gets."""
 
 import dataclasses
 import subprocess
@@ -7,19 +7,20 @@ import sys
 import pytest
 
 from tests.scripts import REPO
-from utils import defaults
-from utils.cli import parse_training_args
-from utils.config import TrainingConfig, resolve_filters
+from utils.base import defaults
+from utils.learning.cli import parse_training_args
+from utils.learning.config import TrainingConfig, resolve_filters
 
 
 def test_defaults_and_the_configuration_import_without_tensorflow():
-    code = "import sys, utils.defaults, utils.config, utils.cli; sys.exit('tensorflow' in sys.modules or 'models' in sys.modules)"
+    code = "import sys, utils.base.defaults, utils.learning.config, utils.learning.cli; sys.exit('tensorflow' in sys.modules or 'models' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60).returncode == 0
 
 
 def test_model_packages_use_the_shared_definitions():
     import models
-    from utils import pipeline, prior, readers
+    from utils.learning import pipeline
+    from utils.data import prior, readers
 
     assert models.MODEL_NAMES is defaults.MODEL_NAMES and models.DEFAULT_FILTERS is defaults.DEFAULT_FILTERS
     assert set(defaults.DEFAULT_FILTERS) == set(defaults.MODEL_NAMES)
@@ -32,7 +33,7 @@ def test_model_packages_use_the_shared_definitions():
 
 
 def test_air_and_the_hu_floor_are_two_quantities():
-    from utils import phantom
+    from utils.data import phantom
 
     assert phantom.AIR_HU == defaults.AIR_HU == -1000.0  # air on the Hounsfield scale (phantom background)
     assert defaults.HU_FLOOR == -1024.0 < defaults.AIR_HU  # the readers' clamp for padding markers

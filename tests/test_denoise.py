@@ -17,11 +17,13 @@ from models.inference import auto_tiling
 from tests.conftest import REPO
 from tests.ct_files import write_axial_series, write_nifti, write_png
 from tests.scripts import run_script
-from utils import denoising, locks, scans
-from utils.errors import ConfigError, ModelFileError, RunDirectoryError
-from utils.noise_level import estimate_scan_sigma
-from utils.phantom import make_phantom
-from utils.readers import read_ct, window_hu
+from utils.application import denoising
+from utils.base import locks
+from utils.data import scans
+from utils.base.errors import ConfigError, ModelFileError, RunDirectoryError
+from utils.data.noise_level import estimate_scan_sigma
+from utils.data.phantom import make_phantom
+from utils.data.readers import read_ct, window_hu
 
 WINDOW = (-1000.0, 400.0)
 PATIENT = {"PatientID": "TEST-0042", "PatientName": "Test^Patient", "StudyInstanceUID": "1.2.826.0.1.3680043.8.498.1"}
@@ -363,7 +365,7 @@ def test_a_reference_h5_model_denoises_a_scan(tmp_path, seed_models, dicom_serie
 @pytest.mark.parametrize("sigma", [0.01, 0.03, 0.07, 0.12])
 def test_the_shipped_blind_model_denoises_every_level_of_its_range(rng, sigma):
     from models import load_model
-    from utils.metrics import psnr
+    from utils.data.metrics import psnr
 
     model, config = load_model(REPO / "trained_models" / "unet2d_blind.keras")
     low, high = config["noise_range"]

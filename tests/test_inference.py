@@ -6,7 +6,7 @@ import pytest
 
 from models import MODEL_NAMES, build_model, model_info, predict
 from models.inference import _plan_axis
-from utils.errors import ConfigError
+from utils.base.errors import ConfigError
 
 
 def _small(name, ndim, **kwargs):

@@ -1,4 +1,4 @@
-"""Simulated low-dose CT noise (utils/lowdose.py): the reference against physics, the fast form against the reference.
+"""Simulated low-dose CT noise (utils/data/lowdose.py): the reference against physics, the fast form against the reference.
 
 Tolerances (stated here, used below):
 * dose scaling: added variance / full-dose variance within 10 % of ``1 / dose - 1``;
@@ -13,9 +13,9 @@ import pytest
 import tensorflow as tf
 from scipy.ndimage import gaussian_filter
 
-from utils.config import TrainingConfig
-from utils.errors import ConfigError, DataError
-from utils.lowdose import (
+from utils.learning.config import TrainingConfig
+from utils.base.errors import ConfigError, DataError
+from utils.data.lowdose import (
     MU_WATER,
     expected_std_hu,
     fast_lowdose_noise_tf,
@@ -26,8 +26,8 @@ from utils.lowdose import (
     simulate_lowdose_ctvolume,
     simulate_lowdose_slice,
 )
-from utils.noise import NOISE_MODELS, CTLowDoseNoise, make_noise
-from utils.readers import CTVolume
+from utils.data.noise import NOISE_MODELS, CTLowDoseNoise, make_noise
+from utils.data.readers import CTVolume
 
 WINDOW = (-1000.0, 400.0)
 SPACING = 0.7
@@ -204,18 +204,18 @@ def test_dose_needs_the_lowdose_model_and_spacing_must_be_known():
 
 
 def test_command_line_takes_the_dose():
-    from utils.cli import parse_training_args
+    from utils.learning.cli import parse_training_args
 
     config, _ = parse_training_args(TrainingConfig(), "test", ["--noise-model", "ct_lowdose", "--dose", "0.25"])
     assert config.validate().dose == 0.25 and config.noise_model == "ct_lowdose"
-    from utils.training import configured_noise
+    from utils.learning.training import configured_noise
 
     noise = configured_noise(config)
     assert isinstance(noise, CTLowDoseNoise) and noise.dose == 0.25 and noise.window == config.hu_window
 
 
 def test_pipeline_draws_lowdose_patches():
-    from utils.pipeline import PatchSampling, make_dataset
+    from utils.learning.pipeline import PatchSampling, make_dataset
 
     volume = np.stack([_windowed(_disc())] * 4)
     noise = make_noise(0.05, "ct_lowdose", dose=0.25, hu_window=WINDOW)
@@ -230,7 +230,7 @@ def _water_std_hu(noise, seed):
 
 
 def test_dose_range_draws_one_dose_per_sample_inside_the_range():
-    from utils.noise import CTLowDoseRangeNoise
+    from utils.data.noise import CTLowDoseRangeNoise
 
     blind = CTLowDoseRangeNoise(dose=0.25, dose_range=(0.05, 0.5), hu_window=WINDOW)
     lowest, highest = (_water_std_hu(blind.at_dose(d), [0, 1]) for d in (0.05, 0.5))
@@ -245,7 +245,7 @@ def test_dose_range_draws_one_dose_per_sample_inside_the_range():
 @pytest.mark.bad_input
 @pytest.mark.parametrize("dose_range, dose", [((0.5, 0.1), 0.25), ((0.0, 0.5), 0.25), ((0.1, 1.5), 0.25), ((0.1, 0.5), 0.7)])
 def test_bad_dose_range_is_refused(dose_range, dose):
-    from utils.noise import CTLowDoseRangeNoise
+    from utils.data.noise import CTLowDoseRangeNoise
 
     with pytest.raises(ConfigError, match="dose"):
         TrainingConfig(noise_model="ct_lowdose", dose=dose, dose_range=dose_range).validate()
@@ -260,10 +260,10 @@ def test_dose_range_needs_the_lowdose_model():
 
 
 def test_command_line_takes_a_dose_range():
-    from utils.assessment import trained_noise
-    from utils.cli import parse_training_args
-    from utils.noise import CTLowDoseRangeNoise
-    from utils.training import training_noise
+    from utils.application.assessment import trained_noise
+    from utils.learning.cli import parse_training_args
+    from utils.data.noise import CTLowDoseRangeNoise
+    from utils.learning.training import training_noise
 
     args = ["--noise-model", "ct_lowdose", "--dose", "0.25", "--dose-range", "0.05", "0.5"]
     config, _ = parse_training_args(TrainingConfig(), "test", args)

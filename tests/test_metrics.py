@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from utils.metrics import all_metrics, psnr, psnr_metric, rel_err_percent, ssim, ssim_metric
+from utils.data.metrics import all_metrics, psnr, psnr_metric, rel_err_percent, ssim, ssim_metric
 
 
 @pytest.fixture

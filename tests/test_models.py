@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from models import MODEL_NAMES, build_model, load_model, predict, read_config, save_model
-from utils.errors import ConfigError, ModelFileError
+from utils.base.errors import ConfigError, ModelFileError
 
 
 def _inputs(model, shape, rng):

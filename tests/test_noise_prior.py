@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from utils.errors import ConfigError
-from utils.noise import GaussianNoise, PoissonGaussianNoise, make_noise
-from utils.prior import neighbour_prior, neighbour_prior_tf, prior_offsets_and_weights
+from utils.base.errors import ConfigError
+from utils.data.noise import GaussianNoise, PoissonGaussianNoise, make_noise
+from utils.data.prior import neighbour_prior, neighbour_prior_tf, prior_offsets_and_weights
 
 
 @pytest.mark.parametrize("sigma", [0.02, 0.05, 0.10])
@@ -46,7 +46,7 @@ def test_unknown_noise_model_lists_the_known_ones():
 
 
 def _prior_by_loops(noisy, offsets, weights):
-    """Slice-by-slice reference written independently of utils.prior."""
+    """Slice-by-slice reference written independently of utils.data.prior."""
     out = np.zeros_like(noisy, dtype=np.float64)
     for i in range(noisy.shape[0]):
         total, norm = 0.0, 0.0
@@ -95,7 +95,7 @@ def test_prior_along_another_axis(rng):
 @pytest.mark.parametrize("shape", [(96, 80), (5, 96, 80)])
 @pytest.mark.parametrize("sigma", [0.01, 0.04])
 def test_noise_estimate_recovers_the_noise_added_to_a_smooth_image(shape, sigma, rng):
-    from utils.noise import estimate_noise_sigma
+    from utils.data.noise import estimate_noise_sigma
 
     yy, xx = np.mgrid[: shape[-2], : shape[-1]]
     smooth = 0.4 + 0.3 * np.sin(yy / 15.0) * np.cos(xx / 11.0)
@@ -105,7 +105,7 @@ def test_noise_estimate_recovers_the_noise_added_to_a_smooth_image(shape, sigma,
 
 
 def test_only_targets_with_noise_near_the_training_noise_are_flagged():
-    from utils.training import noisy_target_warnings
+    from utils.learning.training import noisy_target_warnings
 
     description = [
         {"source": "phantoms/a.nii.gz", "noise_sigma_estimate": 0.002},

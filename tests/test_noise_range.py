@@ -1,11 +1,11 @@
-"""utils.noise.GaussianRangeNoise: the blind-training sampler (one sigma per sample, drawn in a range)."""
+"""utils.data.noise.GaussianRangeNoise: the blind-training sampler (one sigma per sample, drawn in a range)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from utils.errors import ConfigError
-from utils.noise import NOISE_MODELS, GaussianRangeNoise, make_noise
+from utils.base.errors import ConfigError
+from utils.data.noise import NOISE_MODELS, GaussianRangeNoise, make_noise
 
 
 @pytest.mark.bad_input

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from utils import phantom
-from utils.errors import ConfigError, RunDirectoryError
-from utils.phantom import Tissue
+from utils.data import phantom
+from utils.base.errors import ConfigError, RunDirectoryError
+from utils.data.phantom import Tissue
 
 # Small grids that keep the default 256 mm field of view, so the anatomy is the real one, coarser.
 COARSE = dict(shape=(8, 64, 64), spacing=(2.5, 4.0, 4.0))
@@ -196,7 +196,7 @@ def test_nifti_holds_int16_hu_with_spacing_in_xyz_order(tmp_path):
 
 
 def test_project_reader_gets_the_phantom_back_with_its_spacing(tmp_path):
-    readers = pytest.importorskip("utils.readers")
+    readers = pytest.importorskip("utils.data.readers")
     spacing = (3.0, 1.5, 2.0)
     files = _generate_tiny(tmp_path, spacing=spacing)
     manifest = json.loads((tmp_path / "manifest.json").read_text())

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from utils.config import TrainingConfig
-from utils.errors import ConfigError
-from utils.noise import GaussianNoise
-from utils.pipeline import PatchSampling, make_dataset
-from utils.prior import neighbour_prior
-from utils.training import training_data
+from utils.learning.config import TrainingConfig
+from utils.base.errors import ConfigError
+from utils.data.noise import GaussianNoise
+from utils.learning.pipeline import PatchSampling, make_dataset
+from utils.data.prior import neighbour_prior
+from utils.learning.training import training_data
 
 
 @pytest.fixture
@@ -136,7 +136,7 @@ def test_streaming_from_files_gives_the_same_kind_of_batches(tmp_path, volumes):
 
 @pytest.mark.parametrize("patch", [(8, 8), (2, 8, 8)])
 def test_balanced_sources_share_an_epoch_of_unchanged_size(patch):
-    from utils.pipeline import balanced_samples_per_volume
+    from utils.learning.pipeline import balanced_samples_per_volume
 
     # Source "phantoms": three 12-slice volumes; source "real": one 4-slice volume, each filled with its index.
     volumes = [np.full((depth, 16, 16), index, np.float32) for index, depth in enumerate([12, 12, 12, 4])]
@@ -248,7 +248,7 @@ def _per_sample_noise_std(dataset):
 
 
 def test_blind_training_noise_spans_the_range_and_validation_keeps_its_sigmas(volumes):
-    from utils.noise import GaussianRangeNoise
+    from utils.data.noise import GaussianRangeNoise
 
     noise = GaussianRangeNoise(0.01, 0.2)
     sampling = PatchSampling((32, 32))
@@ -269,7 +269,7 @@ def test_blind_training_noise_spans_the_range_and_validation_keeps_its_sigmas(vo
 
 @pytest.mark.parametrize("patch", [(16, 16), (3, 16, 16)])
 def test_blind_noise_is_one_sigma_per_sample_in_2d_and_3d(volumes, patch):
-    from utils.noise import GaussianRangeNoise
+    from utils.data.noise import GaussianRangeNoise
 
     zero = [np.zeros_like(v) for v in volumes]
     noisy, clean = next(iter(make_dataset(zero, PatchSampling(patch), GaussianRangeNoise(0.0, 0.3), batch_size=6)))

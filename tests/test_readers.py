@@ -1,4 +1,4 @@
-"""utils.readers and utils.describe: real CT, tiny synthetic files, bad input, random files.
+"""utils.data.readers and utils.data.describe: real CT, tiny synthetic files, bad input, random files.
 
 Real data come from the read-only shared folder through the ``real_ct`` fixture (skipped
 when it is absent); every expected value is recomputed here independently with pydicom or
@@ -26,8 +26,8 @@ from PIL import Image
 from pydicom.uid import generate_uid
 
 from tests.ct_files import write_axial_series, write_dicom_slice, write_nifti, write_png, write_reference_npz
-from utils.errors import ConfigError, DataError
-from utils.readers import DEFAULT_HU_WINDOW, CTVolume, read_ct, read_reference_npz, window_hu
+from utils.base.errors import ConfigError, DataError
+from utils.data.readers import DEFAULT_HU_WINDOW, CTVolume, read_ct, read_reference_npz, window_hu
 
 REPO = Path(__file__).resolve().parents[1]
 CRLM = "series_crlm_abdomen_dicom"
@@ -149,7 +149,7 @@ def test_msd_png_folder_is_divided_by_255(real_ct):
 
 def run_describe(*args):
     return subprocess.run(
-        [sys.executable, "-m", "utils.describe", *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "utils.data.describe", *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=120
     )
 
 
@@ -178,7 +178,7 @@ def test_describe_cli_bad_path_exits_2_without_traceback(tmp_path):
 
 @pytest.mark.bad_input
 def test_describe_bad_window_exits_2(tmp_path, capsys):
-    from utils.describe import main
+    from utils.data.describe import main
 
     assert main([str(tmp_path), "--hu-window", "400", "-1000"]) == 2
     captured = capsys.readouterr()
@@ -186,7 +186,7 @@ def test_describe_bad_window_exits_2(tmp_path, capsys):
 
 
 def test_describe_summarises_several_volumes(tmp_path):
-    from utils.describe import summarise
+    from utils.data.describe import summarise
 
     write_reference_npz(tmp_path / "set.npz", data_test=np.full((2, 3, 4, 5, 1), 0.25, np.float32))
     info = summarise(read_ct(tmp_path / "set.npz"), tmp_path / "set.npz")

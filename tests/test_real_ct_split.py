@@ -1,4 +1,4 @@
-"""utils.real_ct_split and data/real_ct_split.json: no patient in both parts, paths exist, CRLM is test.
+"""utils.data.real_ct_split and data/real_ct_split.json: no patient in both parts, paths exist, CRLM is test.
 
 Tests that need the read-only corpus use the ``real_ct`` fixture (skipped when it is absent).
 """
@@ -10,9 +10,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from utils.errors import ConfigError, DataError
-from utils.real_ct_split import KINDS, SPLIT_FILE, load_split, main, patients, training_paths
-from utils.real_ct_split import test_paths as split_test_paths
+from utils.base.errors import ConfigError, DataError
+from utils.data.real_ct_split import KINDS, SPLIT_FILE, load_split, main, patients, training_paths
+from utils.data.real_ct_split import test_paths as split_test_paths
 
 CT_SUFFIXES = (".dcm", ".png", ".nii.gz")
 
@@ -152,7 +152,7 @@ def test_no_dicom_patient_id_is_in_both_parts(real_ct):
 
 
 def test_command_line_prints_readable_paths(real_ct, capsys):
-    from utils.readers import read_ct
+    from utils.data.readers import read_ct
 
     assert main(["test", "--root", str(real_ct)]) == 0
     lines = capsys.readouterr().out.split()

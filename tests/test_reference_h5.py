@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models import build_model, describe_reference_h5, load_model, load_reference_h5, model_info, predict, save_model
-from utils.errors import ModelFileError
+from utils.base.errors import ModelFileError
 
 # Final 1x1 bias of each published file (reference_repository.md section 6): proves the weights landed in order.
 SEED_FILES = {

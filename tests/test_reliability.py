@@ -19,8 +19,8 @@ from pydicom.uid import generate_uid
 
 from models import build_model
 from models.storage import save_model
-from utils.config import TrainingConfig
-from utils.training import EpochState, RunDirectory, training_callbacks
+from utils.learning.config import TrainingConfig
+from utils.learning.training import EpochState, RunDirectory, training_callbacks
 from tests.ct_files import write_axial_series, write_dicom_slice, write_nifti, write_png
 from tests.scripts import REPO, history_epochs, run_script
 

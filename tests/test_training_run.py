@@ -1,4 +1,4 @@
-"""The pieces the training scripts name (utils.training) and the Run object, in process: library code
+"""The pieces the training scripts name (utils.learning.training) and the Run object, in process: library code
 raises the project's errors, and only ``user_errors`` in the scripts turns them into an exit."""
 
 import argparse
@@ -10,10 +10,10 @@ import tensorflow as tf
 
 from models import build_model
 from models.storage import save_model
-from utils import training
-from utils.config import TrainingConfig
-from utils.errors import ConfigError, DataError, ModelFileError, RunDirectoryError, user_errors
-from utils.pipeline import balanced_samples_per_volume
+from utils.learning import training
+from utils.learning.config import TrainingConfig
+from utils.base.errors import ConfigError, DataError, ModelFileError, RunDirectoryError, user_errors
+from utils.learning.pipeline import balanced_samples_per_volume
 
 OPTIONS = argparse.Namespace(quick=True, overwrite=False, deterministic=True, logical_cpus=0)
 
@@ -63,7 +63,7 @@ def test_balanced_samples_follow_the_recorded_data_paths():
 
 
 def test_blind_training_noise_draws_a_sigma_per_sample():
-    from utils.noise import GaussianRangeNoise
+    from utils.data.noise import GaussianRangeNoise
 
     assert isinstance(training.training_noise(TrainingConfig(noise_range=(0.01, 0.12))), GaussianRangeNoise)
 
@@ -82,7 +82,7 @@ def test_run_writes_config_trains_and_finishes(tmp_path):
     images = np.random.default_rng(0).random((4, 16, 16, 1)).astype(np.float32)
     data = tf.data.Dataset.from_tensor_slices((images, images)).batch(2)
     model = build_model("convnet", ndim=2, filters=4)
-    from utils.metrics import psnr_metric, ssim_metric
+    from utils.data.metrics import psnr_metric, ssim_metric
 
     model.compile(optimizer="adam", loss="mse", metrics=[psnr_metric, ssim_metric])
     run.write_config({"train": [], "validation": []})

@@ -1,4 +1,4 @@
-"""Parameter tuner (utils/tuning.py): searches, toy problems, and the atomic, merging JSON table."""
+"""Parameter tuner (utils/application/tuning.py): searches, toy problems, and the atomic, merging JSON table."""
 
 import json
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio
 
-from utils import tuning
-from utils.errors import ConfigError, DataError
-from utils.noise import PoissonGaussianNoise
+from utils.application import tuning
+from utils.base.errors import ConfigError, DataError
+from utils.data.noise import PoissonGaussianNoise
 
 
 def test_golden_section_finds_a_log_scale_peak():

@@ -1,4 +1,4 @@
-"""Split-Bregman TV and SPADE (utils/variational.py) against independent numpy references."""
+"""Split-Bregman TV and SPADE (utils/solvers/variational.py) against independent numpy references."""
 
 import itertools
 
@@ -8,9 +8,9 @@ import tensorflow as tf
 from skimage.metrics import peak_signal_noise_ratio
 from skimage.restoration import denoise_tv_chambolle
 
-from utils import variational
-from utils.errors import ConfigError, DataError
-from utils.variational import TracedResult, spade_denoise, tv_denoise
+from utils.solvers import variational
+from utils.base.errors import ConfigError, DataError
+from utils.solvers.variational import TracedResult, spade_denoise, tv_denoise
 
 LINEAR_STEPS = ["gauss_seidel", "exact"]
 
@@ -321,7 +321,7 @@ def test_spade_with_good_prior_beats_tv(volume_pair, transform):
 
 
 def test_spade_builds_the_neighbour_prior_for_volumes(volume_pair):
-    from utils.prior import neighbour_prior
+    from utils.data.prior import neighbour_prior
 
     clean, noisy = volume_pair
     implicit = spade_denoise(noisy, sigma=0.05)

@@ -40,9 +40,9 @@ from PIL import Image
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from utils import readers
-from utils.atomic import atomic_path
-from utils.errors import ConfigError, DataError
+from utils.data import readers
+from utils.base.atomic import atomic_path
+from utils.base.errors import ConfigError, DataError
 
 FORMATS = ("dicom", "nifti", "png", "tiff", "npz")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -53,10 +53,10 @@ _IMAGE_SUFFIXES = {"png": ".png", "tiff": ".tif"}
 class Scan:
     """One scan as read, with what a writer needs to mirror it.
 
-    values     float32 ``(D, H, W)``, axis order as :func:`utils.readers.read_ct`: HU (``is_hu``) with
+    values     float32 ``(D, H, W)``, axis order as :func:`utils.data.readers.read_ct`: HU (``is_hu``) with
                nothing clamped, or image intensities in [0, 1].
     model_input float32 ``(D, H, W)`` in [0, 1]: exactly what ``read_ct`` gives the denoisers.
-    volume     the :class:`utils.readers.CTVolume` behind ``model_input`` (format, spacing, contiguity).
+    volume     the :class:`utils.data.readers.CTVolume` behind ``model_input`` (format, spacing, contiguity).
     bit_depth  8 or 16 for PNG/TIFF inputs, else None.
     nifti      the input ``nibabel`` image (header and affine) for NIfTI inputs, else None.
     """

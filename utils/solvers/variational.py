@@ -63,7 +63,7 @@ gets a Bregman update, "add back the residual": ``f_{k+1} = f_k + (f − u)`` wi
 
 Scale
 -----
-All weights assume intensities on the [0, 1] scale (``utils.noise``). With ``mu = 1`` the TV weight
+All weights assume intensities on the [0, 1] scale (``utils.data.noise``). With ``mu = 1`` the TV weight
 is in intensity units, and with ``isotropic=True, boundary="reflect", n_outer=1`` it is the same
 number as scikit-image's ``denoise_tv_chambolle(weight=…)`` (same objective, same differences).
 Only the ratios ``weight / mu`` and ``prior_weight / mu`` change the result; ``mu`` is kept for
@@ -86,8 +86,8 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from utils.errors import ConfigError, DataError
-from utils.prior import neighbour_prior
+from utils.base.errors import ConfigError, DataError
+from utils.data.prior import neighbour_prior
 
 BOUNDARIES = ("reflect", "periodic")
 LINEAR_STEPS = ("auto", "gauss_seidel", "exact")
@@ -111,8 +111,8 @@ TV_TOL = 1e-3
 SPADE_TOL = 1e-4
 
 # Noise-aware defaults, weight = factor * sigma on the [0, 1] scale, for the default anisotropic
-# TV, reflect boundary and n_outer = 2. Tuned (utils/tuning.py) on a windowed 24x128x128 crop of the
-# project phantom (utils.phantom.make_phantom) with the neighbour prior: the best factors at
+# TV, reflect boundary and n_outer = 2. Tuned (utils/application/tuning.py) on a windowed 24x128x128 crop of the
+# project phantom (utils.data.phantom.make_phantom) with the neighbour prior: the best factors at
 # sigma = 0.02, 0.05, 0.10 were TV 1.12, 1.18, 1.16; SPADE (Φ = gradient) β 0.95, 1.11, 1.11 and
 # α 0.23, 0.15, 0.15 (exact linear step, tol 1e-4). With the sweep and TV_TOL the best TV factors on
 # a 32x192x192 phantom volume were 1.15, 1.15 and 1.0 (a grid of 0.8-2.0). PSNR is flat near the
@@ -278,7 +278,7 @@ def spade_denoise(
 
     :param numpy.ndarray noisy: image ``(H, W)`` or volume ``(D, H, W)`` on the [0, 1] scale.
     :param numpy.ndarray prior: prior ``u_p``, same shape. ``None`` (volumes only) builds it with
-        ``utils.prior.neighbour_prior(noisy)`` and its defaults, the ResPrU-Net prior; 2D images
+        ``utils.data.prior.neighbour_prior(noisy)`` and its defaults, the ResPrU-Net prior; 2D images
         need it explicitly.
     :param float tv_weight: β on the [0, 1] scale. ``None``: ``SPADE_TV_WEIGHT_PER_SIGMA * sigma``.
     :param float prior_weight: α on the [0, 1] scale; larger pulls harder towards the prior. 0 drops

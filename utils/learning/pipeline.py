@@ -12,7 +12,7 @@ Stage order, chosen so that it is both correct and fast::
   ``tf.data.Dataset.random``: training seeds change every epoch, validation seeds do not,
   so validation metrics are comparable across epochs and runs.
 * The prior is computed from the *noisy* neighbouring slices after noise is added, with a
-  slab margin around the patch so that it equals :func:`utils.prior.neighbour_prior` of the
+  slab margin around the patch so that it equals :func:`utils.data.prior.neighbour_prior` of the
   whole noisy volume at the sampled slices.
 
 Memory is bounded by the clean volumes (or by a few volumes when streaming from disk):
@@ -24,10 +24,10 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from utils.defaults import DEFAULT_HU_WINDOW, PRIOR_DECAY, PRIOR_HALF_WINDOW, PRIOR_VARIANT
-from utils.errors import ConfigError
-from utils.noise import GaussianNoise
-from utils.prior import neighbour_prior_tf, prior_offsets_and_weights
+from utils.base.defaults import DEFAULT_HU_WINDOW, PRIOR_DECAY, PRIOR_HALF_WINDOW, PRIOR_VARIANT
+from utils.base.errors import ConfigError
+from utils.data.noise import GaussianNoise
+from utils.data.prior import neighbour_prior_tf, prior_offsets_and_weights
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -39,7 +39,7 @@ class PatchSampling:
     Attributes:
         patch: ``(H, W)`` for 2D samples or ``(D, H, W)`` for 3D patches.
         use_prior: also return the neighbour-slice prior of the noisy sample.
-        prior_half_window, prior_decay, prior_variant: see :mod:`utils.prior`.
+        prior_half_window, prior_decay, prior_variant: see :mod:`utils.data.prior`.
         central_fraction: crops are drawn inside the central fraction of each slice (the
             reference used 0.7 in 2D and 0.8 in 3D to avoid empty corners); 1.0 uses it all.
         flips: random up/down and left/right flips (in-plane only, so the prior window keeps
@@ -117,7 +117,7 @@ def _volume_source(volumes):
     if all(isinstance(v, np.ndarray) for v in volumes):
         arrays = [np.asarray(v, np.float32) for v in volumes]
         return tf.data.Dataset.from_generator(lambda: iter(arrays), output_signature=spec)
-    from utils.readers import read_ct
+    from utils.data.readers import read_ct
 
     def read(path):
         for volume in read_ct(path.decode()):
@@ -240,10 +240,10 @@ def make_dataset(
 
     Args:
         volumes: list of clean float32 arrays ``(D, H, W)`` in [0, 1], or of file paths readable
-            by :func:`utils.readers.read_ct` (decoded in parallel, interleaved).
+            by :func:`utils.data.readers.read_ct` (decoded in parallel, interleaved).
         sampling: :class:`PatchSampling` (2D slices or 3D patches, prior or not, augmentation).
-        noise: a noise model from :mod:`utils.noise`, applied to each sample with the sample's own
-            seed (so :class:`utils.noise.GaussianRangeNoise` gives every sample its own sigma:
+        noise: a noise model from :mod:`utils.data.noise`, applied to each sample with the sample's own
+            seed (so :class:`utils.data.noise.GaussianRangeNoise` gives every sample its own sigma:
             new ones every training epoch, the same ones in every validation pass).
         samples_per_volume: samples cut from each volume per epoch; default: its number of
             slices for 2D, ``ceil(D / patch_depth)`` for 3D. A list gives one count per volume

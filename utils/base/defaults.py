@@ -5,6 +5,11 @@ the command-line tools and the tests can all use them cheaply. A top-level scrip
 own constant (``HU_WINDOW = DEFAULT_HU_WINDOW``) to show its settings, but takes its value from here.
 """
 
+from pathlib import Path
+
+# The repository's root folder (where the top-level scripts, data/ and trained_models/ live).
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
 # ----------------------------------------------------------------------------- intensities
 # HU window mapped to [0, 1] (the reference repository's choice: lung to bone).
 DEFAULT_HU_WINDOW = (-1000.0, 400.0)
@@ -18,7 +23,7 @@ AIR_HU = -1000.0
 HU_FLOOR = -1024.0
 
 # ----------------------------------------------------------------------------- neighbour prior
-# Weighted mean of the noisy slices k = -4..4 around each slice, weights exp(-0.04 |k|) (utils.prior).
+# Weighted mean of the noisy slices k = -4..4 around each slice, weights exp(-0.04 |k|) (utils.data.prior).
 PRIOR_HALF_WINDOW = 4
 PRIOR_DECAY = 0.04
 PRIOR_VARIANT = "centred"

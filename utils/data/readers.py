@@ -83,7 +83,7 @@ Contiguity (``CTVolume.contiguous``)
       of scattered slices: False.
     * NIfTI, a multi-page TIFF, a 3D npz sample, a single slice: True. A 2D npz set: False.
 
-Every problem with the input raises :class:`utils.errors.DataError` naming the offending
+Every problem with the input raises :class:`utils.base.errors.DataError` naming the offending
 file (or, for problems of a whole folder, the folder and example files) and the problem.
 No pickle is ever loaded (``np.load(..., allow_pickle=False)``).
 """
@@ -101,8 +101,8 @@ import tifffile
 from PIL import Image
 from pydicom.pixels import apply_modality_lut
 
-from utils.defaults import DEFAULT_HU_WINDOW, HU_FLOOR
-from utils.errors import ConfigError, DataError
+from utils.base.defaults import DEFAULT_HU_WINDOW, HU_FLOOR
+from utils.base.errors import ConfigError, DataError
 
 # Air is about -1000 HU; nothing physical lies below HU_FLOOR (-1024), the lowest value of a 12-bit
 # scanner range shifted by the usual -1024 intercept. Lower values are padding markers.

@@ -35,11 +35,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from utils import atomic, locks
-from utils.config import TrainingConfig, environment_record
-from utils.errors import ConfigError, DataError, ModelFileError, RunDirectoryError
-from utils.noise import estimate_noise_sigma, make_noise
-from utils.pipeline import PatchSampling, balanced_samples_per_volume, check_patch_fits, make_dataset
+from utils.base import atomic, locks
+from utils.learning.config import TrainingConfig, environment_record
+from utils.base.errors import ConfigError, DataError, ModelFileError, RunDirectoryError
+from utils.data.noise import estimate_noise_sigma, make_noise
+from utils.learning.pipeline import PatchSampling, balanced_samples_per_volume, check_patch_fits, make_dataset
 
 FINISHED_MARKER = "finished.json"
 # Settings that may change between a run and its resumption without changing the experiment.
@@ -69,7 +69,7 @@ class RunDirectory:
         """Create the folder, or decide that an unfinished run there is resumed.
 
         Returns ``(run_directory, resuming)``. Raises RunDirectoryError when another process holds
-        the folder (:mod:`utils.locks`), or when it holds a finished run or a run with other settings
+        the folder (:mod:`utils.base.locks`), or when it holds a finished run or a run with other settings
         and ``overwrite`` is False.
         """
         run = cls(config.out)
@@ -191,12 +191,12 @@ def make_strategy(name):
 
 # ----------------------------------------------------------------------------- data
 def load_volumes(paths, hu_window):
-    """Read every path (any format :func:`utils.readers.read_ct` accepts) into clean volumes.
+    """Read every path (any format :func:`utils.data.readers.read_ct` accepts) into clean volumes.
 
     Each volume's description carries ``noise_sigma_estimate``, the noise already in it
-    (:func:`utils.noise.estimate_noise_sigma`), which :func:`noisy_target_warnings` checks.
+    (:func:`utils.data.noise.estimate_noise_sigma`), which :func:`noisy_target_warnings` checks.
     """
-    from utils.readers import read_ct
+    from utils.data.readers import read_ct
 
     volumes, description = [], []
     for path in paths:
@@ -249,7 +249,7 @@ def resolve_data(config, quick=False):
             val_described = "held out from --data"
             described = described[: len(train)]  # whole volumes held out are not training data
         return train, val, {"train": described, "validation": val_described}
-    from utils.phantom import ensure_default_dataset
+    from utils.data.phantom import ensure_default_dataset
 
     settings = QUICK_PHANTOMS if quick else {}
     splits = ensure_default_dataset(**settings)
@@ -297,7 +297,7 @@ def configured_noise(config):
 
 def patch_sampling(config):
     """How the samples of a run are cut: --patch crops inside --central-fraction, flips, --zoom-range,
-    --window-augmentation, and for ResPrU-Net the neighbour-slice prior (:class:`utils.pipeline.PatchSampling`)."""
+    --window-augmentation, and for ResPrU-Net the neighbour-slice prior (:class:`utils.learning.pipeline.PatchSampling`)."""
     return PatchSampling(
         patch=config.patch,
         use_prior=config.prior,
@@ -316,11 +316,11 @@ def training_noise(config):
     Gaussian sigma (--noise-range) or a low dose (--dose-range) drawn per sample in the range (the model
     gets no noise level)."""
     if config.noise_range:
-        from utils.noise import GaussianRangeNoise
+        from utils.data.noise import GaussianRangeNoise
 
         return GaussianRangeNoise(*config.noise_range)
     if config.dose_range:
-        from utils.noise import CTLowDoseRangeNoise
+        from utils.data.noise import CTLowDoseRangeNoise
 
         return CTLowDoseRangeNoise(dose=config.dose, dose_range=config.dose_range, hu_window=config.hu_window)
     return configured_noise(config)

@@ -16,7 +16,7 @@ import socket
 import sys
 from pathlib import Path
 
-from utils.errors import RunDirectoryError
+from utils.base.errors import RunDirectoryError
 
 # Locks held by this process, by resolved path: a process may lock a path once and keeps it until exit.
 _HELD = {}

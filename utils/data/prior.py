@@ -20,8 +20,8 @@ The paper's exact kernel is not published; both are documented reconstructions.
 import numpy as np
 import tensorflow as tf
 
-from utils.defaults import PRIOR_DECAY, PRIOR_HALF_WINDOW, PRIOR_VARIANT, PRIOR_VARIANTS
-from utils.errors import ConfigError
+from utils.base.defaults import PRIOR_DECAY, PRIOR_HALF_WINDOW, PRIOR_VARIANT, PRIOR_VARIANTS
+from utils.base.errors import ConfigError
 
 
 def prior_offsets_and_weights(half_window=PRIOR_HALF_WINDOW, decay=PRIOR_DECAY, variant=PRIOR_VARIANT):

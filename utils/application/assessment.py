@@ -13,26 +13,26 @@ The three ``Demo_assess_*`` scripts are thin articles over this module::
 Test samples
 ------------
 Noise is added to the WHOLE clean volume with ``numpy.random.default_rng([seed, volume_index])``
-(Gaussian, not clipped, ``utils.noise``); slices and depth crops are cut afterwards, so a slice's
-prior is the neighbour prior (``utils.prior.neighbour_prior``) of the whole noisy volume and its
+(Gaussian, not clipped, ``utils.data.noise``); slices and depth crops are cut afterwards, so a slice's
+prior is the neighbour prior (``utils.data.prior.neighbour_prior``) of the whole noisy volume and its
 first and last slices have their real neighbours. The same standard-normal field is scaled by each
 noise level, so results at different levels are paired. Sample 0 is noisy like every other one
 (the reference repository's first test image was clean).
 
 Simulated low-dose test noise (``make_noise_setting("ct_lowdose", dose=D)``, the scripts' ``--noise-model
-ct_lowdose --dose D``): each whole clean volume gets the REFERENCE form of ``utils.noise.CTLowDoseNoise``
+ct_lowdose --dose D``): each whole clean volume gets the REFERENCE form of ``utils.data.noise.CTLowDoseNoise``
 (``sample_numpy``: projection-domain Poisson + electronic noise, ramp FBP, slice by slice, from
 ``numpy.random.default_rng([seed, volume_index])``) at the volume's own in-plane pixel spacing from the
 reader; a volume without a known spacing or HU window is a DataError before anything is simulated.
 The ``noise`` column then holds the MEASURED standard deviation of ``noisy - clean`` on the [0, 1] scale
-over all body voxels of all test volumes (clean intensity in ``utils.noise_level.BODY_RANGE``), one number
+over all body voxels of all test volumes (clean intensity in ``utils.data.noise_level.BODY_RANGE``), one number
 per dose; the metrics CSV gains the columns ``noise_model`` and ``dose`` and the summary names the model
 and its parameters. TV, SPADE, BM3D and BM4D have no tuned parameters for this noise: each takes the
-noise level ESTIMATED from the noisy sample it denoises (``utils.noise_level.estimate_scan_sigma``, inside
+noise level ESTIMATED from the noisy sample it denoises (``utils.data.noise_level.estimate_scan_sigma``, inside
 the body), checked to lie in (0, 1) and handed on as ``Denoise_CT.py`` does (BM3D/BM4D ``sigma_psd``; the
 solvers' noise-aware defaults ``sigma=``); the estimates are listed in the summary.
 
-Metrics (``utils.metrics``, on the [0, 1] intensity scale, estimates not clipped)
+Metrics (``utils.data.metrics``, on the [0, 1] intensity scale, estimates not clipped)
 -------------------------------------------------------------------------------
 * ``psnr``: ``10 log10(1 / MSE)`` in dB, data range 1, over the whole sample (slice or volume).
 * ``ssim``: SSIM with data range 1, Gaussian window 11 with sigma 1.5, K1 0.01, K2 0.03, population
@@ -46,13 +46,13 @@ Metrics (``utils.metrics``, on the [0, 1] intensity scale, estimates not clipped
 
 Baseline parameters
 -------------------
-TV, SPADE, BM3D and BM4D run with parameters tuned by ``utils.tuning`` (maximum mean PSNR on seeded
+TV, SPADE, BM3D and BM4D run with parameters tuned by ``utils.application.tuning`` (maximum mean PSNR on seeded
 crops of the embedded validation phantoms), read from ``<tuned_dir>/tuned_2d.json`` (methods applied
 to slices) or ``tuned_3d.json`` (applied to volumes). A missing entry is tuned on the spot, cheaply,
 and stored, so an untuned default never ends up in a comparison. BM3D is a 2D method (slice by slice)
 and BM4D a 3D one, whatever the samples.
 
-Every file is written atomically (``utils.atomic``). Problems with data, settings or model files raise
+Every file is written atomically (``utils.base.atomic``). Problems with data, settings or model files raise
 ``DataError``, ``ConfigError`` or ``ModelFileError`` before any method runs; :func:`user_errors` turns
 them into ``error: ...`` and a non-zero exit in the scripts.
 """
@@ -70,13 +70,13 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import defaults
-from utils.atomic import atomic_open, write_text
-from utils.errors import ConfigError, DataError, ModelFileError
-from utils.metrics import all_metrics, psnr
-from utils.noise import CTLowDoseNoise, GaussianNoise
-from utils.prior import neighbour_prior
-from utils.readers import DEFAULT_HU_WINDOW, read_ct
+from utils.base import defaults
+from utils.base.atomic import atomic_open, write_text
+from utils.base.errors import ConfigError, DataError, ModelFileError
+from utils.data.metrics import all_metrics, psnr
+from utils.data.noise import CTLowDoseNoise, GaussianNoise
+from utils.data.prior import neighbour_prior
+from utils.data.readers import DEFAULT_HU_WINDOW, read_ct
 
 try:  # progress bars are a convenience; their absence must never stop an assessment
     from tqdm.auto import tqdm
@@ -93,7 +93,7 @@ DEFAULT_MODELS_DIR = Path(defaults.MODELS_DIR)
 DEFAULT_TUNED_DIR = Path(defaults.TUNED_DIR)
 
 # The neighbour prior used by SPADE and by ResPrU-Net models whose config does not say otherwise
-# (the defaults of utils.prior and of the training configuration).
+# (the defaults of utils.data.prior and of the training configuration).
 DEFAULT_PRIOR = dict(defaults.DEFAULT_PRIOR)
 
 # Tuning on the embedded validation phantoms: one seeded noise realisation, small central crops,
@@ -103,7 +103,7 @@ TUNING_CROP_3D = (16, 96, 96)
 TUNING_CROP_BM4D = (8, 64, 64)  # BM4D costs ~10 us per voxel; this keeps its 5 trials near a minute
 TUNING_CROP_2D = (96, 96)
 TUNING_SLICES_PER_VOLUME = 2
-# Bookkeeping that utils.tuning stores beside the solver arguments.
+# Bookkeeping that utils.application.tuning stores beside the solver arguments.
 _TUNING_RECORD_KEYS = {"psnr", "noisy_psnr", "evaluations", "seed", "crop_shape", "sigma_multiplier"}
 
 # ==================================================================================== test samples
@@ -191,10 +191,10 @@ class Sample:
 def load_volumes(paths=None, hu_window=DEFAULT_HU_WINDOW):
     """Clean test volumes from ``paths`` (anything ``read_ct`` reads); the embedded phantom test split if empty.
 
-    The embedded split is generated under ``data/phantom/`` on first use (``utils.phantom``).
+    The embedded split is generated under ``data/phantom/`` on first use (``utils.data.phantom``).
     """
     if not paths:
-        from utils.phantom import ensure_default_dataset
+        from utils.data.phantom import ensure_default_dataset
 
         paths = ensure_default_dataset()["test"]
     volumes = []
@@ -272,7 +272,7 @@ def make_noise_setting(model="gaussian", sigma=None, dose=None):
         if dose is not None:
             raise ConfigError(f"--dose applies to --noise-model ct_lowdose only, not {model!r}")
         return NoiseSetting(model, sigma=float(sigma))
-    from utils.lowdose import check_dose
+    from utils.data.lowdose import check_dose
 
     dose = check_dose(DEFAULT_DOSE if dose is None else dose)
     if dose >= 1:
@@ -284,7 +284,7 @@ def lowdose_spacing(volume):
     """In-plane pixel spacing (mm) of a ``CTVolume`` for the low-dose simulation; DataError naming the
     file when the reader found none (8-bit PNG exports, bare NIfTI slices without a header spacing) or
     when the volume has no HU window."""
-    from utils.lowdose import check_spacing
+    from utils.data.lowdose import check_spacing
 
     if volume.hu_window is None:
         raise DataError(volume.source, "has no HU window (8-bit or [0, 1] images): --noise-model ct_lowdose needs CT in HU")
@@ -303,10 +303,10 @@ def add_lowdose_noise(volumes, dose, seed=DEFAULT_SEED):
     Volume ``i`` is simulated at its own in-plane spacing and HU window from
     ``numpy.random.default_rng([seed, i])``; every volume's spacing is checked before any simulation.
     Each ``NoisyVolume.noise`` is the same number: the standard deviation of ``noisy - clean`` over the
-    body voxels (clean intensity in ``utils.noise_level.BODY_RANGE``) of all volumes pooled (of all
+    body voxels (clean intensity in ``utils.data.noise_level.BODY_RANGE``) of all volumes pooled (of all
     voxels when none is body).
     """
-    from utils.noise_level import BODY_RANGE
+    from utils.data.noise_level import BODY_RANGE
 
     dose = make_noise_setting("ct_lowdose", dose=dose).dose
     spacings = [lowdose_spacing(v) for v in volumes]
@@ -495,7 +495,7 @@ class BaselineMethod(Method):
     """``noisy`` (identity), ``tv``, ``spade``, ``bm3d`` (2D, slice by slice) or ``bm4d`` (3D).
 
     With ``estimate_sigma`` (non-Gaussian test noise, which has no tuned parameters) every call
-    estimates the noise level of the noisy sample it is given, ``utils.noise_level.estimate_scan_sigma``
+    estimates the noise level of the noisy sample it is given, ``utils.data.noise_level.estimate_scan_sigma``
     (inside the body), requires it in (0, 1), and hands it to BM3D/BM4D as ``sigma_psd`` and to TV/SPADE as
     ``sigma=`` (their noise-aware default weights), as ``Denoise_CT.py`` does; ``params`` is then unused.
     The estimates of the timed calls are kept in ``estimated_sigmas`` (the estimate is timed too).
@@ -543,7 +543,7 @@ class BaselineMethod(Method):
         return {"sigma": self._estimate(sample)} if self.estimate_sigma else dict(self.params)
 
     def _estimate(self, sample):
-        from utils.noise_level import estimate_scan_sigma
+        from utils.data.noise_level import estimate_scan_sigma
 
         sigma = estimate_scan_sigma(sample.noisy)
         if not 0 < sigma < 1:
@@ -551,13 +551,13 @@ class BaselineMethod(Method):
         return sigma
 
     def _run(self, noisy, prior, sigma=None, **overrides):
-        from utils import variational
+        from utils.solvers import variational
 
         if self.name == "noisy":
             return np.array(noisy, dtype=np.float32)
         if self.estimate_sigma:
             if sigma is None:  # warm-up call
-                from utils.noise_level import estimate_scan_sigma
+                from utils.data.noise_level import estimate_scan_sigma
 
                 sigma = min(max(estimate_scan_sigma(noisy), 1e-3), 0.5)
             if self.name == "tv":
@@ -584,14 +584,14 @@ class BaselineMethod(Method):
             sigmas = np.asarray(self.estimated_sigmas, dtype=np.float64)
             found = (f"; estimates: median {np.median(sigmas):.4f}, range {sigmas.min():.4f}-{sigmas.max():.4f} over {sigmas.size} samples"
                      if sigmas.size else "")
-            return f"sigma estimated from each noisy sample (utils.noise_level.estimate_scan_sigma, inside the body){found}"
+            return f"sigma estimated from each noisy sample (utils.data.noise_level.estimate_scan_sigma, inside the body){found}"
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(self.params.items()))
         return f"{params} ({self.provenance})" if self.provenance else params
 
 
 def _classical(package=None):
-    """``utils.classical``, after checking that the ``package`` binary (bm3d or bm4d) loads."""
-    from utils import classical
+    """``utils.solvers.classical``, after checking that the ``package`` binary (bm3d or bm4d) loads."""
+    from utils.solvers import classical
 
     if package is not None and not classical.is_available(package):
         raise ConfigError(
@@ -797,11 +797,11 @@ def tuned_path(tuned_dir, ndim):
 def tuned_parameters(method, noise, ndim, tuned_dir=DEFAULT_TUNED_DIR, validation_volumes=None, progress=True):
     """Solver arguments of ``method`` at ``noise`` applied in ``ndim`` D, and where they come from.
 
-    Read from ``tuned_path(tuned_dir, ndim)`` (``utils.tuning.load_tuned``); when absent, tuned now on
+    Read from ``tuned_path(tuned_dir, ndim)`` (``utils.application.tuning.load_tuned``); when absent, tuned now on
     ``validation_volumes`` (clean ``(D, H, W)`` arrays; default the embedded validation phantoms) and
     stored there. Returns ``(params, provenance)``.
     """
-    from utils import tuning
+    from utils.application import tuning
 
     path = tuned_path(tuned_dir, ndim)
     entry = tuning.load_tuned(path, method, noise)
@@ -821,12 +821,12 @@ def tuned_parameters(method, noise, ndim, tuned_dir=DEFAULT_TUNED_DIR, validatio
 def tune_baseline(method, noise, ndim, clean_volumes, results_path, progress=True):
     """Tune ``method`` for use in ``ndim`` D on seeded central crops of ``clean_volumes``; store and return the entry.
 
-    3D: ``utils.tuning.tune`` on central ``TUNING_CROP_3D`` crops (``TUNING_CROP_BM4D`` for BM4D).
-    2D: the same searches (``utils.tuning.TUNABLE_METHODS``) on ``TUNING_SLICES_PER_VOLUME`` slices of
+    3D: ``utils.application.tuning.tune`` on central ``TUNING_CROP_3D`` crops (``TUNING_CROP_BM4D`` for BM4D).
+    2D: the same searches (``utils.application.tuning.TUNABLE_METHODS``) on ``TUNING_SLICES_PER_VOLUME`` slices of
     each volume, cropped to ``TUNING_CROP_2D``, with the priors of the whole noisy volumes; ``tune`` itself
     builds priors for volumes only, and SPADE on slices needs the slices' neighbour priors.
     """
-    from utils import tuning
+    from utils.application import tuning
 
     if ndim == 3:
         crop = TUNING_CROP_BM4D if method == "bm4d" else TUNING_CROP_3D
@@ -877,7 +877,7 @@ def tune_baseline(method, noise, ndim, clean_volumes, results_path, progress=Tru
 
 
 def _embedded_validation_volumes():
-    from utils.phantom import ensure_default_dataset
+    from utils.data.phantom import ensure_default_dataset
 
     return [v.array for path in ensure_default_dataset()["val"] for v in read_ct(path)]
 
@@ -964,7 +964,7 @@ def convergence_histories(sample, methods):
     Re-runs each with the same parameters (the same estimated sigma with ``estimate_sigma``) and ``reference=sample.clean`` (the solvers' history
     option). Returns ``{method name: 1-D array}``.
     """
-    from utils import variational
+    from utils.solvers import variational
 
     histories = {}
     for method in methods:
@@ -1092,7 +1092,7 @@ def describe_settings(data_paths, volumes, samples, noise_levels, seed, sampling
         "before slices or crops are cut",
         "seed": f"{seed}: volume i draws its noise from numpy.random.default_rng([{seed}, i])",
         "HU window": describe_hu_window(volumes),
-        "prior": "neighbour prior of the whole noisy volume (utils.prior: centred window of ±4 slices, weights exp(-0.04|k|)); "
+        "prior": "neighbour prior of the whole noisy volume (utils.data.prior: centred window of ±4 slices, weights exp(-0.04|k|)); "
         "ResPrU-Net models use the prior settings of their own configuration",
     }
 
@@ -1148,13 +1148,13 @@ def _noise_heading(noise, records):
 
 def describe_lowdose_noise(doses, volumes=()):
     """The ``noise`` line of the settings for ct_lowdose test noise at ``doses``."""
-    from utils.lowdose import DEFAULT_VIEWS
+    from utils.data.lowdose import DEFAULT_VIEWS
 
     spacings = sorted({f"{lowdose_spacing(v):.3g}" for v in volumes})
     where = f" at each volume's own pixel spacing ({', '.join(spacings)} mm)" if spacings else " at each volume's own pixel spacing"
     return (
         f"noise model ct_lowdose, dose = {', '.join(f'{d:g}' for d in doses)} of the scan's dose: the reference form "
-        f"(utils.noise.CTLowDoseNoise.sample_numpy: radon over {DEFAULT_VIEWS} views, Poisson + electronic noise at the added-noise "
+        f"(utils.data.noise.CTLowDoseNoise.sample_numpy: radon over {DEFAULT_VIEWS} views, Poisson + electronic noise at the added-noise "
         f"count, ramp FBP, slice by slice){where}, added to each whole clean volume in HU and windowed again (not clipped); "
         "the noise column is the measured std of noisy - clean over the body voxels of all volumes"
     )

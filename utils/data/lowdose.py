@@ -74,7 +74,7 @@ import functools
 
 import numpy as np
 
-from utils.errors import ConfigError, DataError
+from utils.base.errors import ConfigError, DataError
 
 MU_WATER = 0.0192  # linear attenuation of water at about 70 keV, 1/mm
 FULL_DOSE_PHOTONS = 2.0e6  # full-dose incident photons per view for a 1 mm wide ray at REFERENCE_VIEWS views
@@ -227,7 +227,7 @@ def simulate_lowdose_volume(hu, spacing, dose, rng, **options):
 
 
 def simulate_lowdose_ctvolume(volume, dose, rng, **options):
-    """Low-dose version of a :class:`utils.readers.CTVolume` (windowed [0, 1]) on the same scale.
+    """Low-dose version of a :class:`utils.data.readers.CTVolume` (windowed [0, 1]) on the same scale.
 
     The windowed intensities go back to HU through ``volume.hu_window`` (so HU outside the window
     are clipped to its edges), are simulated slice by slice and windowed again (not clipped).

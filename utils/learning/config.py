@@ -12,9 +12,8 @@ import math
 import platform
 import subprocess
 import sys
-from pathlib import Path
 
-from utils.defaults import (
+from utils.base.defaults import (
     DEFAULT_FILTERS,
     DEFAULT_HU_WINDOW,
     MODEL_NAMES,
@@ -23,7 +22,7 @@ from utils.defaults import (
     PRIOR_VARIANT,
     PRIOR_VARIANTS,
 )
-from utils.errors import ConfigError
+from utils.base.errors import ConfigError
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("none", "mirrored", "multiworker")
@@ -40,7 +39,7 @@ class TrainingConfig:
     """All settings of a training run (the top-of-script constants, overridable from the CLI).
 
     Each field carries its help text and valid values (``dataclasses.fields(TrainingConfig)[i].metadata``);
-    ``utils.cli`` turns them into the ``--dashed-name`` options.
+    ``utils.learning.cli`` turns them into the ``--dashed-name`` options.
     """
 
     ndim: int = _setting(2, "2 for slice models, 3 for volume models", "2 or 3")
@@ -65,7 +64,7 @@ class TrainingConfig:
     noise_model: str = _setting(
         "gaussian",
         "gaussian, poisson_gaussian, or ct_lowdose (simulated low-dose CT; its level is set by --dose, not --noise)",
-        "a name in utils.noise.NOISE_MODELS",
+        "a name in utils.data.noise.NOISE_MODELS",
     )
     dose: float = _setting(
         1.0, "with --noise-model ct_lowdose: fraction of the scan's dose kept (0.25 = quarter dose)", "(0, 1]"
@@ -262,7 +261,7 @@ def resolve_filters(model, given=0, script_model="", script_filters=0, quick=Fal
 
     ``given`` (``--filters``, 0 when absent) wins; else a script's own ``script_filters`` apply to
     its default ``script_model`` (the 2D script's 24-filter U-Net), or to every model with ``--quick``
-    (which shrinks the network); else the family default of ``utils.defaults.DEFAULT_FILTERS``
+    (which shrinks the network); else the family default of ``utils.base.defaults.DEFAULT_FILTERS``
     (convnet 64, unet 32, ...). An unknown model resolves to 0, refused by ``validate`` by its name.
     """
     if given:
@@ -286,7 +285,7 @@ def environment_record():
         "numpy": numpy.__version__,
         "devices": [d.name for d in tf.config.list_logical_devices()],
     }
-    repo = Path(__file__).resolve().parents[1]
+    from utils.base.defaults import REPO_ROOT as repo
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10, check=True

@@ -35,11 +35,11 @@ import numpy as np
 from skimage.metrics import peak_signal_noise_ratio
 from tqdm.auto import tqdm
 
-from utils import variational
-from utils.atomic import write_json
-from utils.errors import ConfigError, DataError
-from utils.noise import GaussianNoise
-from utils.prior import neighbour_prior
+from utils.solvers import variational
+from utils.base.atomic import write_json
+from utils.base.errors import ConfigError, DataError
+from utils.data.noise import GaussianNoise
+from utils.data.prior import neighbour_prior
 
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
@@ -150,13 +150,13 @@ def _multiplier_search(score, sigma, multipliers=(0.6, 0.8, 1.0, 1.2, 1.5)):
 
 
 def _run_bm3d(noisy, prior, sigma, params):
-    from utils.classical import bm3d_denoise  # lazy: bm3d is an optional binary
+    from utils.solvers.classical import bm3d_denoise  # lazy: bm3d is an optional binary
 
     return bm3d_denoise(noisy, params["sigma"], progress=False)
 
 
 def _run_bm4d(noisy, prior, sigma, params):
-    from utils.classical import bm4d_denoise
+    from utils.solvers.classical import bm4d_denoise
 
     return bm4d_denoise(noisy, params["sigma"])
 
@@ -211,9 +211,9 @@ def make_validation_set(
     their real neighbours.
 
     :param clean_volumes: sequence of clean arrays ``(D, H, W)`` (or ``(H, W)`` without prior) on [0, 1].
-    :param noise: sigma on the [0, 1] scale, or a model from :mod:`utils.noise`.
+    :param noise: sigma on the [0, 1] scale, or a model from :mod:`utils.data.noise`.
     :param prior_from: ``prior_from(noisy_volume, clean_volume) -> prior volume``, to study other
-        priors; ``None``: ``utils.prior.neighbour_prior(noisy_volume)``, the demos' prior.
+        priors; ``None``: ``utils.data.prior.neighbour_prior(noisy_volume)``, the demos' prior.
     :return: list of ``(clean_crop, noisy_crop, prior_crop_or_None)``.
     """
     noise = GaussianNoise(float(noise)) if isinstance(noise, (int, float, np.floating)) else noise
@@ -250,7 +250,7 @@ def tune(
 
     :param str method: one of ``TUNABLE_METHODS`` (``"tv"``, ``"spade"``, ``"bm3d"``, ``"bm4d"``).
     :param clean_volumes: sequence of clean validation arrays ``(D, H, W)`` on the [0, 1] scale.
-    :param noise: Gaussian sigma on the [0, 1] scale, or a noise model from :mod:`utils.noise`
+    :param noise: Gaussian sigma on the [0, 1] scale, or a noise model from :mod:`utils.data.noise`
         (its ``effective_sigma`` scales the search brackets).
     :param int seed: seed of the noise realisation (the same for every candidate parameter).
     :param tuple crop_shape: central crop tuned on, clipped to each volume's size.

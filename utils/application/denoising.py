@@ -2,8 +2,8 @@
 
 The pieces behind ``Denoise_CT.py``; each can be used alone::
 
-    scan = read_scan("patient/series")                          # utils.scans
-    sigma = estimate_scan_sigma(scan.model_input)               # utils.noise_level
+    scan = read_scan("patient/series")                          # utils.data.scans
+    sigma = estimate_scan_sigma(scan.model_input)               # utils.data.noise_level
     method = make_method("model", None, scan, sigma)             # the shipped model that fits
     denoised = method.run(scan.model_input)                     # [0, 1], the window's scale
     hu = merge_into_scan(scan, denoised, sigma)                 # back to the scan's units
@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.defaults import MODELS_DIR, PRIOR_DECAY, PRIOR_HALF_WINDOW, PRIOR_VARIANT
-from utils.errors import ConfigError, ModelFileError
-from utils.prior import neighbour_prior
+from utils.base.defaults import MODELS_DIR, PRIOR_DECAY, PRIOR_HALF_WINDOW, PRIOR_VARIANT, REPO_ROOT
+from utils.base.errors import ConfigError, ModelFileError
+from utils.data.prior import neighbour_prior
 
 METHODS = ("model", "bm3d", "bm4d", "tv", "spade")
 OUTSIDE_MARGIN_SIGMAS = 3.0
-DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / MODELS_DIR
+DEFAULT_MODELS_DIR = REPO_ROOT / MODELS_DIR
 # Shipped models, best first, for a contiguous volume and for separate slices. On the real CRLM test
 # volume (5 mm slices, benchmarks/RESULTS_real_ct.md) the blind 2D U-Net slice by slice scored above the
 # shipped 3D models and the same-size 2D ResPrU-Net; ResPrU-Net led only after resampling to 3 mm.
@@ -109,7 +109,7 @@ def make_method(name, model_path, scan, sigma, self_ensemble=False, models_dir=D
         return _model_method(Path(model_path) if model_path else choose_model(scan, sigma, models_dir), scan, self_ensemble)
     if name in ("bm4d", "spade") and not volume:
         raise ConfigError(f"{name} needs a contiguous volume; {scan.source} holds {len(scan.model_input)} separate slice(s): use bm3d or tv")
-    from utils import classical, variational
+    from utils.solvers import classical, variational
 
     if name == "bm3d":
         return Method(name, f"BM3D sigma {sigma:.4f}", lambda x: classical.bm3d_denoise(x, sigma, progress=True))

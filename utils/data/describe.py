@@ -15,8 +15,8 @@ import argparse
 import json
 import sys
 
-from utils.errors import ConfigError, DataError
-from utils.readers import DEFAULT_HU_WINDOW, read_ct
+from utils.base.errors import ConfigError, DataError
+from utils.data.readers import DEFAULT_HU_WINDOW, read_ct
 
 
 def summarise(volumes, source):

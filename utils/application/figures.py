@@ -13,7 +13,7 @@
   noise level.
 
 Figures are built on ``matplotlib.figure.Figure`` (no pyplot state, no display needed) and written
-atomically (``utils.atomic.atomic_path``) as PNG at ``DPI`` with a tight bounding box.
+atomically (``utils.base.atomic.atomic_path``) as PNG at ``DPI`` with a tight bounding box.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from scipy import ndimage as ndi
 
-from utils.atomic import atomic_path
-from utils.metrics import psnr, rel_err_percent
+from utils.base.atomic import atomic_path
+from utils.data.metrics import psnr, rel_err_percent
 
 DPI = 150
 PANEL_INCHES = 2.1

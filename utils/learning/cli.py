@@ -1,4 +1,4 @@
-"""Command-line options generated from :class:`utils.config.TrainingConfig`.
+"""Command-line options generated from :class:`utils.learning.config.TrainingConfig`.
 
 The scripts keep their settings as constants at the top (the reference repository's habit)
 and pass them here as defaults; every field becomes a ``--dashed-name`` option, so the CLI
@@ -9,7 +9,7 @@ import argparse
 import dataclasses
 import sys
 
-from utils.config import TrainingConfig, resolve_filters
+from utils.learning.config import TrainingConfig, resolve_filters
 
 
 def parse_training_args(defaults, description, argv=None, quick=None):
@@ -57,7 +57,7 @@ DERIVED = ("prior",)
 
 
 def help_text(field):
-    """The option's help: the field's own text and valid values (``utils.config._setting``), %-escaped for argparse."""
+    """The option's help: the field's own text and valid values (``utils.learning.config._setting``), %-escaped for argparse."""
     text = field.metadata["help"] + (f" [valid: {field.metadata['valid']}]" if field.metadata.get("valid") else "")
     return text.replace("%", "%%")
 

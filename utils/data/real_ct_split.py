@@ -8,7 +8,7 @@ ids were obtained, every patient's paths (relative to the dataset folder, "." fo
 and which patients are ``train`` and which ``test``. Every patient is in exactly one part, so no test
 patient is ever trained on.
 
-The paths returned here are files or folders that :func:`utils.readers.read_ct` and the training
+The paths returned here are files or folders that :func:`utils.data.readers.read_ct` and the training
 scripts' ``--data`` option accept. Command line, printing one path per line::
 
     python3 -m utils.real_ct_split train [--root ../shared/data/real_ct] [--kinds clean] [--with-phantoms]
@@ -25,9 +25,10 @@ import json
 import sys
 from pathlib import Path, PurePosixPath
 
-from utils.errors import ConfigError, DataError
+from utils.base.defaults import REPO_ROOT
+from utils.base.errors import ConfigError, DataError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 SPLIT_FILE = REPO / "data" / "real_ct_split.json"
 DEFAULT_REAL_CT_ROOT = REPO.parent / "shared" / "data" / "real_ct"
 KINDS = ("clean", "8bit", "lowdose")
@@ -164,7 +165,7 @@ def main(argv=None):
     try:
         lines = []
         if args.with_phantoms:
-            from utils.phantom import DEFAULT_DIR, ensure_default_dataset
+            from utils.data.phantom import DEFAULT_DIR, ensure_default_dataset
 
             ensure_default_dataset(progress=False)
             lines.append(str(Path(DEFAULT_DIR) / args.part))

@@ -21,7 +21,7 @@ import importlib
 import numpy as np
 from tqdm.auto import tqdm
 
-from utils.errors import ConfigError, DataError
+from utils.base.errors import ConfigError, DataError
 
 PACKAGE_VERSIONS = {"bm3d": "4.0.3", "bm4d": "4.2.5"}
 

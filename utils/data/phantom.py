@@ -91,9 +91,9 @@ import scipy.fft
 from scipy import ndimage as ndi
 from scipy.special import ndtri
 
-from utils.atomic import atomic_path, write_json
-from utils.defaults import AIR_HU, PHANTOM_DIR
-from utils.errors import ConfigError, RunDirectoryError
+from utils.base.atomic import atomic_path, write_json
+from utils.base.defaults import AIR_HU, PHANTOM_DIR
+from utils.base.errors import ConfigError, RunDirectoryError
 
 GENERATOR_VERSION = "1.0"
 DEFAULT_SHAPE = (64, 256, 256)
@@ -1132,7 +1132,7 @@ def generate_dataset(out_dir=DEFAULT_DIR, n_train=8, n_val=2, n_test=2, shape=DE
         _write_nifti(path, make_phantom(volume_seed, shape, spacing), spacing)
         entries[split].append({"file": path.relative_to(out_dir).as_posix(), "seed": volume_seed,
                                "bytes": path.stat().st_size, "sha256": _sha256(path)})
-    manifest = dict(_settings_record(seed, shape, spacing, counts), generator="utils.phantom", files=entries,
+    manifest = dict(_settings_record(seed, shape, spacing, counts), generator="utils.data.phantom", files=entries,
                     dtype="int16", unit="HU", array_axes="NIfTI (x, y, z): the (D, H, W) volume transposed",
                     seconds=round(time.perf_counter() - started, 2))
     write_json(manifest_path, manifest)

@@ -12,8 +12,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from utils.defaults import DEFAULT_HU_WINDOW
-from utils.errors import ConfigError
+from utils.base.defaults import DEFAULT_HU_WINDOW
+from utils.base.errors import ConfigError
 
 NOISE_MODELS = {}
 
@@ -121,7 +121,7 @@ class PoissonGaussianNoise:
 class CTLowDoseNoise:
     """Simulated low-dose CT: the extra noise of a scan at ``dose`` times the clean scan's dose.
 
-    See :mod:`utils.lowdose` for the exact model. ``sample_numpy`` is the REFERENCE form
+    See :mod:`utils.data.lowdose` for the exact model. ``sample_numpy`` is the REFERENCE form
     (projection-domain Poisson + electronic noise, radon / ramp-filtered FBP with scikit-image,
     slice by slice; about 1.5 s per 512 x 512 slice); ``sample_tf`` is the FAST form (white noise
     shaped by the reference's NPS times a std map from the patch's line integrals; stateless).
@@ -141,7 +141,7 @@ class CTLowDoseNoise:
     name = "ct_lowdose"
 
     def __post_init__(self, hu_window):
-        from utils.lowdose import check_dose, check_spacing
+        from utils.data.lowdose import check_dose, check_spacing
 
         object.__setattr__(self, "dose", check_dose(self.dose))
         if hu_window is not None:
@@ -165,14 +165,14 @@ class CTLowDoseNoise:
     @property
     def effective_sigma(self):
         """Std on the [0, 1] scale at the centre of a water body of ``body_mm`` (fast-form formula)."""
-        from utils.lowdose import MU_WATER, expected_std_hu
+        from utils.data.lowdose import MU_WATER, expected_std_hu
 
         std = expected_std_hu(MU_WATER * self.body_mm, self.dose, self.pixel_spacing_mm, self.n_views)
         return float(std) / (self.hu_hi - self.hu_lo)
 
     def sample_numpy(self, clean, rng):
         """Reference form on every slice of ``(H, W)`` or ``(D, H, W)`` windowed data."""
-        from utils.lowdose import simulate_lowdose_volume
+        from utils.data.lowdose import simulate_lowdose_volume
 
         lo, hi = self.window
         hu = np.asarray(clean, np.float64) * (hi - lo) + lo
@@ -181,7 +181,7 @@ class CTLowDoseNoise:
 
     def sample_tf(self, clean, seed):
         """Fast form: ``clean + noise`` for ``(..., H, W)`` windowed tensors, stateless in ``seed``."""
-        from utils.lowdose import fast_lowdose_noise_tf
+        from utils.data.lowdose import fast_lowdose_noise_tf
 
         noise = fast_lowdose_noise_tf(
             clean, seed, self.dose, self.window, pixel_spacing_mm=self.pixel_spacing_mm, body_mm=self.body_mm, n_views=self.n_views
@@ -204,7 +204,7 @@ class CTLowDoseRangeNoise(CTLowDoseNoise):
 
     def __post_init__(self, hu_window):
         super().__post_init__(hu_window)
-        from utils.lowdose import check_dose
+        from utils.data.lowdose import check_dose
 
         if len(self.dose_range) != 2:
             raise ConfigError(f"dose range must be (LO, HI), got {self.dose_range!r}")
@@ -227,7 +227,7 @@ class CTLowDoseRangeNoise(CTLowDoseNoise):
         return self.at_dose(float(np.exp(rng.uniform(*self._bounds())))).sample_numpy(clean, rng)
 
     def sample_tf(self, clean, seed):
-        from utils.lowdose import fast_lowdose_noise_tf
+        from utils.data.lowdose import fast_lowdose_noise_tf
 
         seeds = tf.random.experimental.stateless_split(seed, 2)
         low, high = self._bounds()
