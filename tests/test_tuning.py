@@ -182,3 +182,18 @@ def test_spade_tuning_runs_on_a_small_volume():
     result = tuning.tune("spade", [blocks_volume(2)], 0.05, progress=False, n_evals=3)
     assert {"tv_weight", "prior_weight", "n_outer"} <= set(result)
     assert result["psnr"] > result["noisy_psnr"] + 5
+
+
+def test_validation_slices_come_from_whole_volumes_with_their_prior():
+    from utils.data.noise import GaussianNoise
+    from utils.data.prior import neighbour_prior
+
+    rng = np.random.default_rng(3)
+    volumes = [rng.uniform(0.2, 0.8, (9, 40, 44)).astype(np.float32), rng.uniform(0.2, 0.8, (5, 33, 30)).astype(np.float32)]
+    crops = tuning.make_validation_set(volumes, 0.05, seed=1, crop_shape=(24, 24), with_prior=True, slices_per_volume=2)
+    assert len(crops) == 4 and all(a.shape == (24, 24) for crop in crops for a in crop)
+    noisy = GaussianNoise(0.05).sample_numpy(volumes[0], np.random.default_rng(1))  # the first volume's draw
+    z = 6  # evenly spaced over 9 slices: the centres of two equal bins, 2 and 6
+    np.testing.assert_allclose(crops[1][1], tuning.central_crop(noisy[z], (24, 24)))
+    np.testing.assert_allclose(crops[1][2], tuning.central_crop(neighbour_prior(noisy)[z], (24, 24)), rtol=1e-6)
+    np.testing.assert_array_equal(crops[1][0], tuning.central_crop(volumes[0][z], (24, 24)))

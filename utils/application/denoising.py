@@ -109,17 +109,14 @@ def make_method(name, model_path, scan, sigma, self_ensemble=False, models_dir=D
         return _model_method(Path(model_path) if model_path else choose_model(scan, sigma, models_dir), scan, self_ensemble)
     if name in ("bm4d", "spade") and not volume:
         raise ConfigError(f"{name} needs a contiguous volume; {scan.source} holds {len(scan.model_input)} separate slice(s): use bm3d or tv")
-    from utils.solvers import classical, variational
+    from utils.solvers.methods import run_classical
 
-    if name == "bm3d":
-        return Method(name, f"BM3D sigma {sigma:.4f}", lambda x: classical.bm3d_denoise(x, sigma, progress=True))
-    if name == "bm4d":
-        return Method(name, f"BM4D sigma {sigma:.4f}", lambda x: classical.bm4d_denoise(x, sigma))
-    if name == "tv":
-        # 2D TV per slice for separate slices; 3D TV for a volume.
-        run = (lambda x: variational.tv_denoise(x, sigma=sigma)) if volume else (lambda x: np.stack([variational.tv_denoise(s, sigma=sigma) for s in x]))
-        return Method(name, f"TV sigma {sigma:.4f}", run)
-    return Method(name, f"SPADE sigma {sigma:.4f}", lambda x: variational.spade_denoise(x, neighbour_prior(x), sigma=sigma))
+    def run(x):
+        if name == "tv" and not volume:  # separate slices: 2D TV on each
+            return np.stack([run_classical("tv", s, sigma=sigma) for s in x])
+        return run_classical(name, x, neighbour_prior(x) if name == "spade" else None, sigma=sigma, progress=True)
+
+    return Method(name, f"{name.upper()} sigma {sigma:.4f}", run)
 
 
 def _model_method(path, scan, self_ensemble):
