@@ -160,7 +160,7 @@ def main():
             sections.append((title, out / "metrics.csv", minutes, kept))
 
     if args.real_ct and (args.only is None or "phantom_realism" in args.only):
-        subprocess.run([sys.executable, "-m", "benchmarks.phantom_realism", "--real", str(args.real_ct)], cwd=REPO, check=True)
+        subprocess.run([sys.executable, "-m", "studies.phantom_realism", "--real", str(args.real_ct)], cwd=REPO, check=True)
 
     header = "# Assessment results\n\nMade by `python3 figures/make_figures.py`.\n\n"
     write_text(FIGURES / "RESULTS.md", header + results_markdown(sections, figures_prefix=""))

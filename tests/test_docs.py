@@ -46,7 +46,7 @@ def test_readme_names_every_top_level_script():
 def test_readme_headline_is_copied_from_the_benchmark_results(tmp_path):
     import json
 
-    from benchmarks.readme_tables import fill_readme
+    from studies.readme_tables import fill_readme
 
     entry = {"set": "CRLM slices", "noise": 0.05, "best": "unet2d_blind", "psnr": 40.1, "minus_bm3d": 0.3, "minus_bm4d": None, "minus_tv": 2.0}
     report = {"headline": [{**entry, "pass": "single"}, {**entry, "pass": "self-ensemble", "psnr": 40.4, "minus_bm3d": 0.6}]}

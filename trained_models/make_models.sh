@@ -11,7 +11,7 @@
 # The TCIA Colorectal-Liver-Metastases series is held out: it is the unseen real test volume.
 # The MSD lung PNG slices are not used as targets: their own noise (sigma about 0.04-0.08 in their
 # 8-bit window) is close to the training noise, and a model trained on them keeps grain in
-# (benchmarks/real_ct_recipes.py measured it); window augmentation makes the 8-bit views instead.
+# (studies/real_ct_recipes.py measured it); window augmentation makes the 8-bit views instead.
 # The 3D models train on the embedded phantoms only (the only contiguous real series is held out).
 # Every training runs a fixed number of epochs (no time limit), so the models do not depend on the
 # machine's speed or load.

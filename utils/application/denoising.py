@@ -37,7 +37,7 @@ METHODS = ("model", "bm3d", "bm4d", "tv", "spade")
 OUTSIDE_MARGIN_SIGMAS = 3.0
 DEFAULT_MODELS_DIR = REPO_ROOT / MODELS_DIR
 # Shipped models, best first, for a contiguous volume and for separate slices. On the real CRLM test
-# volume (5 mm slices, benchmarks/RESULTS_real_ct.md) the blind 2D U-Net slice by slice scored above the
+# volume (5 mm slices, studies/RESULTS_real_ct.md) the blind 2D U-Net slice by slice scored above the
 # shipped 3D models and the same-size 2D ResPrU-Net; ResPrU-Net led only after resampling to 3 mm.
 PREFERENCE = {
     "volume": (("unet", 2), ("resprunet", 3), ("unet", 3), ("resprunet", 2), ("convnet", 2)),

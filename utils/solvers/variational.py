@@ -270,7 +270,7 @@ def spade_denoise(
         ``benchmarks/variational.py``). Default because with the neighbour prior on the project
         phantom it scored 0.09–0.18 dB above ``"identity"`` at sigma 0.02, 0.05 and 0.10 (tuned
         weights, 24x128x128 crop); it leads tuned TV by 0.10–0.21 dB there
-        (``benchmarks/spade_prior.py``, which also measures how the lead grows with a better prior).
+        (``studies/spade_prior.py``, which also measures how the lead grows with a better prior).
     ``"identity"``
         ``α‖u − u_p‖₁``: the solution equals the prior wherever the data agree with it to within the
         noise. Adds ``λ_p I`` to the solve; its split has one component, so an iteration costs 1.22x

@@ -17,7 +17,7 @@ Everything is measured in HU clipped to the project window [-1000, 400] inside a
   measured with white noise of the real scan's robust noise level added;
 * z-continuity: mean absolute difference between slices 5 mm apart inside the body.
 
-Writes ``benchmarks/results/phantom_realism.json`` and ``figures/phantom_vs_real.png``.
+Writes ``studies/results/phantom_realism.json`` and ``figures/phantom_vs_real.png``.
 """
 
 import argparse
@@ -31,8 +31,8 @@ from scipy import ndimage as ndi
 from scipy.stats import wasserstein_distance
 
 REPO = Path(__file__).resolve().parents[1]
-if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m benchmarks.<name>
-    os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
+if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m studies.<name>
+    os.execv(sys.executable, [sys.executable, "-m", f"studies.{Path(__file__).stem}", *sys.argv[1:]])
 
 from utils.data import phantom  # noqa: E402
 from utils.base.atomic import atomic_path, write_json  # noqa: E402
@@ -303,7 +303,7 @@ def main(argv=None):
     parser.add_argument("--shape", type=int, nargs=3, default=list(phantom.DEFAULT_SHAPE))
     parser.add_argument("--spacing", type=float, nargs=3, default=list(phantom.DEFAULT_SPACING))
     parser.add_argument("--seed", type=int, default=0, help="seed of the added comparison noise")
-    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "phantom_realism.json")
+    parser.add_argument("--json", type=Path, default=REPO / "studies" / "results" / "phantom_realism.json")
     parser.add_argument("--figure", type=Path, default=REPO / "figures" / "phantom_vs_real.png")
     args = parser.parse_args(argv)
     if not args.real.is_dir():

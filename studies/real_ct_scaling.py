@@ -1,6 +1,6 @@
 """How does a 2D model's gap to BM3D on unseen real CT change with the number of real training slices?
 
-    python3 benchmarks/real_ct_scaling.py --train-ct R/series_crlm_abdomen_dicom \\
+    python3 studies/real_ct_scaling.py --train-ct R/series_crlm_abdomen_dicom \\
         --held-out R/slices_lidc_chest_dicom --counts 5 10 20 0        # about 45 minutes on 2 CPU cores
 
 ``R`` is a folder of public real CT (the README names the datasets). The shipped 2D models are
@@ -20,8 +20,8 @@ most slices measured, only that it is.
 
 Runs go to ``--runs-dir/<train name>_n<count>`` (``_all`` for 0) with the slice subsets beside them
 as npz; a run whose ``finished.json`` exists is reused, so an interrupted study continues where it
-stopped. Results: printed, written to ``benchmarks/results/real_ct_scaling.json`` and, as the table
-the README quotes, to ``benchmarks/RESULTS_real_ct_scaling.md``, atomically.
+stopped. Results: printed, written to ``studies/results/real_ct_scaling.json`` and, as the table
+the README quotes, to ``studies/RESULTS_real_ct_scaling.md``, atomically.
 """
 
 import argparse
@@ -34,15 +34,15 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m benchmarks.<name>
-    os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
+if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m studies.<name>
+    os.execv(sys.executable, [sys.executable, "-m", f"studies.{Path(__file__).stem}", *sys.argv[1:]])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.common import describe_machine, markdown_table, text_table  # noqa: E402
-from benchmarks.real_ct_recipes import score_runs  # noqa: E402
+from studies.real_ct_recipes import score_runs  # noqa: E402
 
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "real_ct_scaling.json"
-DEFAULT_MARKDOWN = REPO / "benchmarks" / "RESULTS_real_ct_scaling.md"
+DEFAULT_OUT = REPO / "studies" / "results" / "real_ct_scaling.json"
+DEFAULT_MARKDOWN = REPO / "studies" / "RESULTS_real_ct_scaling.md"
 TRAIN_2D = "Train_model_denoising2D.py"
 DEFAULT_PHANTOMS = "data/phantom/train"
 FAR = 100  # beyond this many times the largest count, an extrapolated slice count means nothing
@@ -129,7 +129,7 @@ def main(argv=None):
 
     machine = report["machine"]
     markdown = [
-        f"`python3 benchmarks/real_ct_scaling.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
+        f"`python3 studies/real_ct_scaling.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
         "",
         f"{heading}. {machine.get('cpu_model')}, {machine.get('usable_cpus')} usable CPUs.",
         "",

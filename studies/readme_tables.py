@@ -1,9 +1,9 @@
 """Copy the generated headline tables of the real-CT and low-dose studies into the README.
 
-    python3 -m benchmarks.readme_tables        # after benchmarks.real_ct and benchmarks.lowdose_quality
+    python3 -m studies.readme_tables        # after studies.real_ct and studies.lowdose_quality
 
-The README quotes no number by hand: this reads ``benchmarks/RESULTS_real_ct.json`` and
-``benchmarks/RESULTS_lowdose_quality.json`` and rewrites the blocks between the README's
+The README quotes no number by hand: this reads ``studies/RESULTS_real_ct.json`` and
+``studies/RESULTS_lowdose_quality.json`` and rewrites the blocks between the README's
 ``<!-- real-ct-headline:... -->`` and ``<!-- lowdose-headline:... -->`` markers: per real test set and
 noise level the best learned model, in one pass and with the flip self-ensemble, against BM3D, BM4D
 and TV (dB; positive: the model is better); per simulated dose the PSNR of every method, and on the
@@ -17,14 +17,14 @@ import re
 import sys
 from pathlib import Path
 
-if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m benchmarks.<name>
-    os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
+if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m studies.<name>
+    os.execv(sys.executable, [sys.executable, "-m", f"studies.{Path(__file__).stem}", *sys.argv[1:]])
 
 from benchmarks.common import REPO, markdown_table
 from utils.base.atomic import write_text
 
-RESULTS = REPO / "benchmarks" / "RESULTS_real_ct.json"
-LOWDOSE_RESULTS = REPO / "benchmarks" / "RESULTS_lowdose_quality.json"
+RESULTS = REPO / "studies" / "RESULTS_real_ct.json"
+LOWDOSE_RESULTS = REPO / "studies" / "RESULTS_lowdose_quality.json"
 README = REPO / "README.md"
 SECTION = "real-ct-headline"
 LOWDOSE_SECTION = "lowdose-headline"

@@ -1,6 +1,6 @@
 """Accuracy of ``Denoise_CT.py --noise auto``: the noise estimate on clean real CT with added noise.
 
-    python3 -m benchmarks.noise_estimate --real-ct ../shared/data/real_ct
+    python3 -m studies.noise_estimate --real-ct ../shared/data/real_ct
 
 On the clean test patients of the committed split (``data/real_ct_split.json``), each image or
 series windowed to [-1000, 400] HU, Gaussian noise of sigma 2, 5 and 10 % is added (seed 2020) and
@@ -9,7 +9,7 @@ level, the median estimate and the worst relative error over the images. The cle
 of their own (their estimate without added noise is listed), so the estimate of the total is
 ``sqrt(sigma^2 + own^2)`` at best; the error is given against both.
 
-Writes ``benchmarks/RESULTS_noise_estimate.md`` and ``.json``.
+Writes ``studies/RESULTS_noise_estimate.md`` and ``.json``.
 """
 
 import argparse
@@ -17,8 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m benchmarks.<name>
-    os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
+if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m studies.<name>
+    os.execv(sys.executable, [sys.executable, "-m", f"studies.{Path(__file__).stem}", *sys.argv[1:]])
 
 import numpy as np
 
@@ -35,7 +35,7 @@ SEED = 2020
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--real-ct", type=Path, default=REPO.parent / "shared" / "data" / "real_ct", help="the real_ct folder")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "RESULTS_noise_estimate", help="results stem")
+    parser.add_argument("--out", type=Path, default=REPO / "studies" / "RESULTS_noise_estimate", help="results stem")
     args = parser.parse_args()
     groups = {}
     for path in test_paths(args.real_ct):
@@ -57,7 +57,7 @@ def main():
     header = ["test set", "scans", "added sigma", "median estimate", "own noise (median)", "worst error vs added", "worst error vs total"]
     print(text_table(header, rows))
     write_json(args.out.with_suffix(".json"), {"levels": LEVELS, "seed": SEED, "records": records, "machine": describe_machine()})
-    lines = ["# Noise estimate of `Denoise_CT.py --noise auto` on real CT", "", "Made by `python3 -m benchmarks.noise_estimate`. " + __doc__.split("\n\n")[2].replace("\n", " "), "",
+    lines = ["# Noise estimate of `Denoise_CT.py --noise auto` on real CT", "", "Made by `python3 -m studies.noise_estimate`. " + __doc__.split("\n\n")[2].replace("\n", " "), "",
              *markdown_table(header, rows, "lrrrrrr")]
     write_text(args.out.with_suffix(".md"), "\n".join(lines) + "\n")
     print(f"wrote {args.out.with_suffix('.md')} and .json")

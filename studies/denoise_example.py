@@ -1,6 +1,6 @@
 """The README's example: a real low-dose test volume denoised by ``Denoise_CT.py`` with its defaults.
 
-    python3 -m benchmarks.denoise_example --real-ct ../shared/data/real_ct
+    python3 -m studies.denoise_example --real-ct ../shared/data/real_ct
 
 Runs ``Denoise_CT.py`` on the Soft-tissue-Sarcoma low-dose volume ``STS_003`` (a test patient of
 ``data/real_ct_split.json``; real scanner noise, no clean reference) as a user would, and keeps its
@@ -17,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m benchmarks.<name>
-    os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
+if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m studies.<name>
+    os.execv(sys.executable, [sys.executable, "-m", f"studies.{Path(__file__).stem}", *sys.argv[1:]])
 
 from benchmarks.common import REPO
 from utils.base.atomic import write_json

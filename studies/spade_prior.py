@@ -1,8 +1,8 @@
 """How much does SPADE gain over TV, and how much does that depend on its prior image?
 
-    python3 benchmarks/spade_prior.py                    # 2, 5 and 10 % noise, about 5 minutes on 2 CPU cores
-    python3 benchmarks/spade_prior.py --noise 0.05       # one level
-    python3 benchmarks/spade_prior.py --quick            # smoke run: one level, small crop, few evaluations
+    python3 studies/spade_prior.py                    # 2, 5 and 10 % noise, about 5 minutes on 2 CPU cores
+    python3 studies/spade_prior.py --noise 0.05       # one level
+    python3 studies/spade_prior.py --quick            # smoke run: one level, small crop, few evaluations
 
 The suite's goal is SPADE at least 0.5 dB above TV. SPADE adds ``alpha |D(u - u_p)|_1`` to TV, so
 what it can add is bounded by how close the prior ``u_p`` is to the clean slice. This study holds
@@ -26,8 +26,8 @@ per prior on the crop by the toolkit's own tuner (``utils.application.tuning.tun
 section, coordinate ascent for SPADE) to maximise the mean PSNR with data range 1. Reported: each
 prior's own PSNR, the tuned SPADE PSNR and its lead over tuned TV.
 
-Results: printed, written to ``benchmarks/results/spade_prior.json`` and, as the table the README
-quotes, to ``benchmarks/RESULTS_spade_prior.md`` (``--markdown``), atomically.
+Results: printed, written to ``studies/results/spade_prior.json`` and, as the table the README
+quotes, to ``studies/RESULTS_spade_prior.md`` (``--markdown``), atomically.
 """
 
 import argparse
@@ -37,14 +37,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m benchmarks.<name>
-    os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
+if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m studies.<name>
+    os.execv(sys.executable, [sys.executable, "-m", f"studies.{Path(__file__).stem}", *sys.argv[1:]])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.common import describe_machine, markdown_table, text_table  # noqa: E402
 
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "spade_prior.json"
-DEFAULT_MARKDOWN = REPO / "benchmarks" / "RESULTS_spade_prior.md"
+DEFAULT_OUT = REPO / "studies" / "results" / "spade_prior.json"
+DEFAULT_MARKDOWN = REPO / "studies" / "RESULTS_spade_prior.md"
 GOAL_DB = 0.5
 
 # name -> (source volume, half window); every prior uses the default decay 0.04
@@ -100,7 +100,7 @@ def main(argv=None):
     machine = describe_machine()
     report = {
         "benchmark": "spade_prior",
-        "command": " ".join(["python3", "benchmarks/spade_prior.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(["python3", "studies/spade_prior.py", *(argv if argv is not None else sys.argv[1:])]),
         "protocol": __doc__.split("Protocol: ")[1].split("\n\n")[0].replace("\n", " "),
         "crop": args.crop,
         "seed": args.seed,
@@ -113,7 +113,7 @@ def main(argv=None):
         "",
         f"`{report['command']}`, {minutes:.1f} minutes; {machine['cpu_model']}, {machine['usable_cpus']} usable CPUs; "
         f"git {machine['git_commit']}. Embedded phantom validation volumes, central {'x'.join(map(str, args.crop))} "
-        f"crop, tuned weights per prior (protocol in `benchmarks/spade_prior.py`). Goal: SPADE at least "
+        f"crop, tuned weights per prior (protocol in `studies/spade_prior.py`). Goal: SPADE at least "
         f"{GOAL_DB} dB above TV.",
         "",
         *markdown_table(header, table, "ll" + "r" * (len(header) - 2)),

@@ -1,6 +1,6 @@
 """Which training data makes a 2D denoiser good on real CT it has not seen? Training runs against BM3D.
 
-    python3 benchmarks/real_ct_recipes.py --real-ct ../shared/data/real_ct/series_crlm_abdomen_dicom \\
+    python3 studies/real_ct_recipes.py --real-ct ../shared/data/real_ct/series_crlm_abdomen_dicom \\
         --runs results/default_2d results/real_slices_only_2d results/shipped/unet2d_noise0.05
 
 Each ``--runs`` folder is a finished ``Train_model_denoising2D.py`` run (the shipped models' runs
@@ -31,8 +31,8 @@ filters) at 5 % noise with validation on the phantoms (``R`` = ``../shared/data/
   ``--validation-samples-per-volume`` (one per slice, 128 in all, hence its shorter minutes) and with
   ``--init-model trained_models/unet2d_noise0.05.keras --learning-rate 0.0002 --epochs 120``.
 
-Results: printed, written to ``benchmarks/results/real_ct_recipes.json`` and, as the table the
-README quotes, to ``benchmarks/RESULTS_real_ct_recipes.md`` (``--markdown``), atomically.
+Results: printed, written to ``studies/results/real_ct_recipes.json`` and, as the table the
+README quotes, to ``studies/RESULTS_real_ct_recipes.md`` (``--markdown``), atomically.
 """
 
 import argparse
@@ -45,14 +45,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m benchmarks.<name>
-    os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
+if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m studies.<name>
+    os.execv(sys.executable, [sys.executable, "-m", f"studies.{Path(__file__).stem}", *sys.argv[1:]])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.common import describe_machine, markdown_table, text_table  # noqa: E402
 
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "real_ct_recipes.json"
-DEFAULT_MARKDOWN = REPO / "benchmarks" / "RESULTS_real_ct_recipes.md"
+DEFAULT_OUT = REPO / "studies" / "results" / "real_ct_recipes.json"
+DEFAULT_MARKDOWN = REPO / "studies" / "RESULTS_real_ct_recipes.md"
 DEMO_2D = "Demo_assess_2D_learning_methods.py"
 
 
@@ -85,7 +85,7 @@ def main(argv=None):
 
     machine = report["machine"]
     markdown = [
-        f"`python3 benchmarks/real_ct_recipes.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
+        f"`python3 studies/real_ct_recipes.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
         "",
         f"{heading}. {machine.get('cpu_model')}, {machine.get('usable_cpus')} usable CPUs.",
         "",

@@ -1,9 +1,9 @@
 """Do the learned models beat the classical methods on real CT they never saw? Held-out patients only.
 
-    python3 benchmarks/real_ct.py                      # 2, 5 and 10 % noise, every shipped model (~25 min on 2 cores)
-    python3 benchmarks/real_ct.py --levels 0.05        # one level
-    python3 benchmarks/real_ct.py --models trained_models/unet2d_blind.keras
-    python3 benchmarks/real_ct.py --quick              # smoke run: tiny crops, 5 % only, 2D models only, untuned TV/SPADE
+    python3 studies/real_ct.py                      # 2, 5 and 10 % noise, every shipped model (~25 min on 2 cores)
+    python3 studies/real_ct.py --levels 0.05        # one level
+    python3 studies/real_ct.py --models trained_models/unet2d_blind.keras
+    python3 studies/real_ct.py --quick              # smoke run: tiny crops, 5 % only, 2D models only, untuned TV/SPADE
 
 Test data: the TEST patients of the committed patient-level split (``data/real_ct_split.json``,
 ``utils.data.real_ct_split``) of the clean datasets of the shared real-CT corpus (``--real-ct``, default
@@ -55,7 +55,7 @@ set's images, crops and description, seed, level, and the method's solver argume
 file's SHA-256, pass and tiling) and read back by later runs; ``--no-reuse`` (or an empty cache)
 recomputes everything, so a run from scratch gives the same numbers (seconds aside).
 
-Results: printed, and written atomically to ``--out`` (default ``benchmarks/RESULTS_real_ct.json``)
+Results: printed, and written atomically to ``--out`` (default ``studies/RESULTS_real_ct.json``)
 and the markdown beside it (same name, ``.md``): protocol, one table per set and level, and a headline
 table with the best learned model, single pass and self-ensemble, against BM3D, BM4D and TV.
 """
@@ -72,13 +72,13 @@ import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m benchmarks.<name>
-    os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
+if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m studies.<name>
+    os.execv(sys.executable, [sys.executable, "-m", f"studies.{Path(__file__).stem}", *sys.argv[1:]])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.common import describe_machine, goal, markdown_table, text_table  # noqa: E402
 
-DEFAULT_OUT = REPO / "benchmarks" / "RESULTS_real_ct.json"
+DEFAULT_OUT = REPO / "studies" / "RESULTS_real_ct.json"
 DEFAULT_CACHE = REPO / "results" / "real_ct_cache"
 CACHE_VERSION = 1
 DEFAULT_LEVELS = (0.02, 0.05, 0.10)
@@ -121,7 +121,7 @@ def main(argv=None):
     parser.add_argument("--sets", nargs="+", default=None, help="only these test sets, by name (e.g. 'crlm_abdomen volume 3 mm')")
     parser.add_argument("--no-reuse", action="store_true", help="recompute everything (the cache is still written)")
     args = parser.parse_args(argv)
-    command = " ".join(["python3 benchmarks/real_ct.py", *map(str, argv if argv is not None else sys.argv[1:])])
+    command = " ".join(["python3 studies/real_ct.py", *map(str, argv if argv is not None else sys.argv[1:])])
 
     from utils.application import assessment
     from utils.data.real_ct_split import DEFAULT_REAL_CT_ROOT, load_split
@@ -322,7 +322,7 @@ def model_levels(config):
 
 def applies_at(config, sigma):
     if (config.get("noise_model") or "gaussian") != "gaussian":
-        return False  # trained for another noise (simulated low dose): benchmarks/lowdose_quality.py scores it
+        return False  # trained for another noise (simulated low dose): studies/lowdose_quality.py scores it
     kind, value = model_levels(config)
     if kind == "blind":
         return value[0] - 1e-9 <= sigma <= value[1] + 1e-9
@@ -357,7 +357,7 @@ def select_models(paths, test_files, two_d_only=False):
         elif config.get("ndim") not in (2, 3):
             notes.append(f"{path.name} skipped: its config records no ndim")
         elif (config.get("noise_model") or "gaussian") != "gaussian":
-            notes.append(f"{path.name} skipped: trained on {config['noise_model']} noise, not Gaussian (benchmarks/lowdose_quality.py scores it)")
+            notes.append(f"{path.name} skipped: trained on {config['noise_model']} noise, not Gaussian (studies/lowdose_quality.py scores it)")
         elif two_d_only and config.get("ndim") != 2:
             notes.append(f"{path.name} skipped: --quick assesses 2D models only")
         elif model_levels(config)[1] is None:

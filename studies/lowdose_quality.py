@@ -1,7 +1,7 @@
 """Denoising simulated and real low-dose CT: BM3D against the Gaussian-trained and the ct_lowdose-trained 2D U-Nets.
 
-    python3 -m benchmarks.lowdose_quality                 # about 10 minutes on 2 CPU cores
-    python3 -m benchmarks.lowdose_quality --quick --out /tmp/x   # smoke run: 1 small crop, 1 real slice
+    python3 -m studies.lowdose_quality                 # about 10 minutes on 2 CPU cores
+    python3 -m studies.lowdose_quality --quick --out /tmp/x   # smoke run: 1 small crop, 1 real slice
 
 Part A, simulated low dose with a clean reference. Clean TEST slices of the committed patient split
 (``data/real_ct_split.json``, ``utils.data.real_ct_split.test_paths``): ``CRLM_SLICES`` evenly spaced slices of
@@ -44,7 +44,7 @@ volume; ``bm3d_tuned`` uses the multiplier tuned at dose 0.25 in part A). Measur
   each kind is reported, and as a ratio to BM3D's median (< 1: sharper than BM3D);
 * ``figures/lowdose_real_before_after.png``: one real slice, noisy | BM3D | Gaussian model | ct_lowdose model.
 
-Writes ``benchmarks/RESULTS_lowdose_quality.md`` and ``.json`` (atomically; with ``--out DIR`` all three
+Writes ``studies/RESULTS_lowdose_quality.md`` and ``.json`` (atomically; with ``--out DIR`` all three
 files go to DIR).
 """
 
@@ -56,8 +56,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m benchmarks.<name>
-    os.execv(sys.executable, [sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", *sys.argv[1:]])
+if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m studies.<name>
+    os.execv(sys.executable, [sys.executable, "-m", f"studies.{Path(__file__).stem}", *sys.argv[1:]])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
@@ -81,8 +81,8 @@ EDGE_CLASSIFY = 4  # pixels either side at which an edge's two tissues are read
 EDGES_PER_KIND = 4  # per slice
 EDGE_KINDS = ("air/skin", "fat/muscle", "soft tissue/bone")
 EDGE_SPACING = 10
-OUT_MD = REPO / "benchmarks" / "RESULTS_lowdose_quality.md"
-OUT_JSON = REPO / "benchmarks" / "RESULTS_lowdose_quality.json"
+OUT_MD = REPO / "studies" / "RESULTS_lowdose_quality.md"
+OUT_JSON = REPO / "studies" / "RESULTS_lowdose_quality.json"
 FIGURE = REPO / "figures" / "lowdose_real_before_after.png"
 
 
@@ -389,7 +389,7 @@ def markdown(report, figure_name):
     lines = [
         "# Low-dose CT: BM3D against Gaussian-trained and ct_lowdose-trained 2D U-Nets",
         "",
-        f"`python3 -m benchmarks.lowdose_quality{' --quick' if report['quick'] else ''}`; machine: {report['machine']['cpu_model']}, "
+        f"`python3 -m studies.lowdose_quality{' --quick' if report['quick'] else ''}`; machine: {report['machine']['cpu_model']}, "
         f"{report['machine']['usable_cpus']} usable CPUs; commit {report['machine']['git_commit']}; {report['seconds']:.0f} s.",
         "",
     ]
@@ -455,7 +455,7 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 clean slice cropped to 96, dose 0.25, 2 BM3D multipliers, 1 real slice")
-    parser.add_argument("--out", default="", help="folder for the RESULTS files and the figure (default: benchmarks/ and figures/)")
+    parser.add_argument("--out", default="", help="folder for the RESULTS files and the figure (default: studies/ and figures/)")
     parser.add_argument("--models-dir", default=str(REPO / "trained_models"), help="where the shipped models are")
     parser.add_argument("--real-ct-root", default=str(DEFAULT_REAL_CT_ROOT), help="the shared real_ct folder")
     args = parser.parse_args(argv)
