@@ -114,3 +114,44 @@ def test_noise_range_from_the_command_line_is_float_and_recorded(tmp_path):
     path.write_text(json.dumps(config.to_dict()))
     assert json.loads(path.read_text())["noise_range"] == [0.0, 0.1]
     assert TrainingConfig.from_json(path) == config
+
+
+def _model_file(tmp_path, name, config):
+    from models import build_model, save_model
+
+    return save_model(build_model("convnet", ndim=2, filters=2), tmp_path / f"{name}.keras", config)
+
+
+def test_saved_configurations_carry_their_version_and_old_ones_still_load(tmp_path):
+    from utils.learning.config import CONFIG_VERSION, read_model_config
+
+    current = TrainingConfig(model="convnet", filters=2).to_dict()
+    assert current["config_version"] == CONFIG_VERSION >= 1
+    path = _model_file(tmp_path, "current", current)
+    assert read_model_config(path) == json.loads(json.dumps(current))  # as saved (tuples become lists)
+    legacy = {"model": "unet", "ndim": 3, "noise": 0.05}  # before versions: no config_version, no patch
+    assert TrainingConfig.from_embedded(legacy, "old.keras").config_version == 0
+    assert TrainingConfig.from_embedded(legacy, "old.keras").patch == (128, 128, 128)
+    assert read_model_config(_model_file(tmp_path, "legacy", legacy)) == legacy  # what it does not say stays unsaid
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"model": "convnet", "config_version": 99}, "version 99.*update"),
+        ({"model": "convnet", "learning_rate_peak": 1.0}, "unknown keys: learning_rate_peak"),
+        ({"model": "convnet", "noise": -0.1}, "invalid.*--noise"),
+        ({"model": "nosuchnet"}, "invalid.*unknown model"),
+    ],
+)
+def test_bad_embedded_configurations_name_the_model_file(tmp_path, config, message):
+    from utils.application import assessment
+    from utils.base.errors import ModelFileError
+    from utils.learning.config import read_model_config
+
+    path = _model_file(tmp_path, "bad", config)
+    with pytest.raises(ModelFileError, match=rf"bad\.keras.*{message}"):
+        read_model_config(path)
+    with pytest.raises(ModelFileError, match=rf"bad\.keras.*{message}"):
+        assessment.load_model_method(path)

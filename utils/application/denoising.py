@@ -62,12 +62,12 @@ def is_volume(scan):
 
 def shipped_models(folder=DEFAULT_MODELS_DIR):
     """``[(path, config)]`` of the model files in ``folder`` with an embedded configuration."""
-    from models.storage import read_config
+    from utils.learning.config import read_model_config
 
     folder = Path(folder)
     found = []
     for path in sorted(folder.glob("*.keras")) if folder.is_dir() else []:
-        config = read_config(path)
+        config = read_model_config(path)
         if config.get("ndim") in (2, 3) and config.get("noise") is not None:
             found.append((path, config))
     return found
@@ -122,7 +122,10 @@ def make_method(name, model_path, scan, sigma, self_ensemble=False, models_dir=D
 def _model_method(path, scan, self_ensemble):
     from models import load_model, model_info, predict
 
+    from utils.learning.config import validated_model_config
+
     model, config = load_model(path)
+    config = validated_model_config(path, config)
     info = model_info(model)
     if info.ndim == 3 and not is_volume(scan):
         raise ModelFileError(

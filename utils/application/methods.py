@@ -239,14 +239,9 @@ def parse_method_list(text, allowed=BASELINES):
 
 
 def _model_config(path):
-    path = Path(path)
-    if path.suffix.lower() == ".keras":
-        from models.storage import read_config
+    from utils.learning.config import read_model_config
 
-        return read_config(path)
-    from models.reference_h5 import describe_reference_h5
-
-    return describe_reference_h5(path)
+    return read_model_config(path)
 
 
 def model_dims(path):
@@ -336,9 +331,11 @@ def load_model_method(path, allowed_ndims=(2,), name=None, tile_shape=None, demo
     ``allowed_ndims`` (the message names the file, both dimensionalities and ``demo_hint``).
     """
     from models.storage import load_model
+    from utils.learning.config import validated_model_config
 
     path = Path(path)
     model, config = load_model(path)
+    config = validated_model_config(path, config)
     method = ModelMethod(path, model, config, name=name, tile_shape=tile_shape, self_ensemble=self_ensemble)
     if method.ndim not in allowed_ndims:
         wanted = " or ".join(f"{d}D" for d in allowed_ndims)

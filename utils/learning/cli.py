@@ -52,8 +52,9 @@ def parse_training_args(defaults, description, argv=None, quick=None):
 # Tuple settings whose elements are numbers with a fraction; the other tuples hold ints or paths.
 FLOAT_TUPLES = ("hu_window", "zoom_range", "noise_range", "dose_range")
 
-# Settings that follow from others (the prior input is implied by --model resprunet); not options.
-DERIVED = ("prior",)
+# Settings that follow from others (the prior input is implied by --model resprunet, the layout
+# version is the toolkit's); not options.
+DERIVED = ("prior", "config_version")
 
 
 def help_text(field):

@@ -12,6 +12,7 @@ import math
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 from utils.base.defaults import (
     DEFAULT_FILTERS,
@@ -22,7 +23,11 @@ from utils.base.defaults import (
     PRIOR_VARIANT,
     PRIOR_VARIANTS,
 )
-from utils.base.errors import ConfigError
+from utils.base.errors import ConfigError, ModelFileError
+
+# Layout version of the configuration saved with every model (TrainingConfig.config_version). Raise it
+# when a setting changes meaning or is removed, and teach TrainingConfig.from_embedded the older layouts.
+CONFIG_VERSION = 1
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("none", "mirrored", "multiworker")
@@ -42,6 +47,10 @@ class TrainingConfig:
     ``utils.learning.cli`` turns them into the ``--dashed-name`` options.
     """
 
+    config_version: int = _setting(
+        CONFIG_VERSION, "layout version of this configuration, saved with every model (0: written before versions)",
+        f"0 to {CONFIG_VERSION}",
+    )
     ndim: int = _setting(2, "2 for slice models, 3 for volume models", "2 or 3")
     model: str = _setting("unet", "architecture", ", ".join(MODEL_NAMES))
     filters: int = _setting(
@@ -240,7 +249,32 @@ class TrainingConfig:
         return options
 
     def to_dict(self):
+        """The settings as saved beside the weights and inside every model file, ``config_version`` included."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_embedded(cls, values, source):
+        """The validated configuration embedded in the model file ``source`` (``models.read_config``).
+
+        Files without ``config_version`` (version 0, before it was recorded) are read as they are. The
+        settings a file lacks take their defaults (those of later versions mean "not used": no dose, no
+        noise range), the patch with the model's own number of axes. A newer version than
+        :data:`CONFIG_VERSION`, unknown keys or invalid settings raise ModelFileError naming the file.
+        """
+        version = values.get("config_version", 0)
+        if not isinstance(version, int) or not 0 <= version <= CONFIG_VERSION:
+            raise ModelFileError(source, f"its embedded configuration has version {version!r}; this toolkit reads versions 0 to "
+                                         f"{CONFIG_VERSION} (a newer toolkit wrote it: update this one)")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ModelFileError(source, f"its embedded configuration has unknown keys: {', '.join(unknown)}")
+        try:
+            ndim = int(values.get("ndim", 2))
+            patch = values.get("patch", cls.__dataclass_fields__["patch"].default[:1] * ndim)
+            return cls(**{**values, "patch": patch, "config_version": version}).validate()
+        except (ConfigError, TypeError, ValueError) as error:
+            raise ModelFileError(source, f"its embedded configuration is invalid: {error}") from None
 
     @classmethod
     def from_dict(cls, values):
@@ -295,3 +329,28 @@ def environment_record():
     except (OSError, subprocess.SubprocessError):
         record["git_commit"] = "unknown"
     return record
+
+
+def validated_model_config(path, values):
+    """The configuration of the model file ``path`` as a dict, checked by :meth:`TrainingConfig.from_embedded`.
+
+    ``values`` is what the file holds (``models.read_config``, or the second item of ``models.load_model``):
+    a ``.keras`` file's embedded configuration is validated, and returned as the file holds it (what it
+    does not say stays unsaid: model choice reads absent keys as unknown); a ``.keras`` without one
+    gives ``{}``; a reference ``.h5``'s recognised build settings are returned as they are (they are
+    not a run configuration).
+    """
+    if Path(path).suffix.lower() == ".keras" and values:
+        TrainingConfig.from_embedded(values, path)
+    return dict(values)
+
+
+def read_model_config(path):
+    """:func:`validated_model_config` of a model file, without building the model."""
+    if Path(path).suffix.lower() == ".keras":
+        from models.storage import read_config
+
+        return validated_model_config(path, read_config(path))
+    from models.reference_h5 import describe_reference_h5
+
+    return describe_reference_h5(path)
