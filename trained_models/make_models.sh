@@ -34,6 +34,11 @@ MIXED_2D=(--data data/phantom/train "$REAL_CT/slices_lidc_chest_dicom" --balance
 # Every volume gives 8 samples an epoch (most real volumes are single slices).
 REAL_2D=(--data data/phantom/train $(python3 -m utils.real_ct_split train --root "$REAL_CT" --kinds clean lowdose)
          --samples-per-volume 8 --validation-data data/phantom/val --window-augmentation 0.5 --zoom-range 0.3 1.6)
+# The real-volume 3D recipe: phantoms plus the 18 contiguous low-dose training volumes of the split
+# (3.27 mm slices; their own noise of about 0.016 stays in their targets), 24 patches of each a
+# epoch, the in-plane zoom of the 2D recipe (pixels of about 0.6-3 mm).
+REAL_3D=(--data data/phantom/train $(python3 -m utils.real_ct_split train --root "$REAL_CT" --kinds lowdose)
+         --samples-per-volume 24 --validation-data data/phantom/val --zoom-range 0.3 1.5)
 # The low-dose models train on the clean volumes only: the real low-dose volumes' own noise (about
 # 20 HU) is as strong as the quarter-dose noise added, and a target that keeps it teaches to keep it.
 REAL_2D_CLEAN=(--data data/phantom/train $(python3 -m utils.real_ct_split train --root "$REAL_CT" --kinds clean)
@@ -49,8 +54,9 @@ declare -A COMMANDS=(
   [unet2d_noise0.05]="Train_model_denoising2D.py --model unet --noise 0.05 --epochs 480"
   [unet3d_noise0.05]="Train_model_denoising3D.py --model unet --filters 16 --noise 0.05"
   [resprunet3d_noise0.05]="Train_model_denoising3D.py --model resprunet --noise 0.05"
+  [resprunet3d_blind]="Train_model_denoising3D.py --model resprunet --noise 0.05 --noise-range 0.01 0.12"
 )
-ORDER=(unet2d_blind unet2d_lowdose resprunet2d_blind unet2d_noise0.05 convnet2d_noise0.05 resprunet3d_noise0.05 unet3d_noise0.05 unet2d_noise0.02 convnet2d_noise0.02)
+ORDER=(unet2d_blind unet2d_lowdose resprunet2d_blind resprunet3d_blind unet2d_noise0.05 convnet2d_noise0.05 resprunet3d_noise0.05 unet3d_noise0.05 unet2d_noise0.02 convnet2d_noise0.02)
 [ $# -gt 0 ] && ORDER=("$@")
 
 for name in "${ORDER[@]}"; do
@@ -59,6 +65,7 @@ for name in "${ORDER[@]}"; do
   [[ $name == *2d_noise* ]] && extra=("${MIXED_2D[@]}")
   [[ $name == *2d_blind* ]] && extra=("${REAL_2D[@]}")
   [[ $name == *2d_lowdose* ]] && extra=("${REAL_2D_CLEAN[@]}")
+  [[ $name == *3d_blind* ]] && extra=("${REAL_3D[@]}")
   run=(python3 "${command[@]}" "${extra[@]}" --time-limit-minutes 0 --out "$RUNS/$name")
   echo "== $name: ${run[*]}"
   "${run[@]}"
