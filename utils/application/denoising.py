@@ -43,7 +43,6 @@ PREFERENCE = {
     "volume": (("unet", 2), ("resprunet", 3), ("unet", 3), ("resprunet", 2), ("convnet", 2)),
     "slices": (("unet", 2), ("convnet", 2)),  # ResPrU-Net needs neighbouring slices for its prior
 }
-MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 @dataclasses.dataclass

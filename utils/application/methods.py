@@ -22,7 +22,7 @@ from utils.base.errors import ConfigError, DataError, ModelFileError
 BASELINES = ("noisy", "tv", "spade", "bm3d", "bm4d")
 
 
-MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+MODEL_SUFFIXES = defaults.MODEL_SUFFIXES
 
 
 DEFAULT_MODELS_DIR = Path(defaults.MODELS_DIR)

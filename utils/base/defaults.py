@@ -36,6 +36,9 @@ MODEL_NAMES = ("convnet", "cnn2", "cnn7", "resnet", "dncnn", "unet", "resprunet"
 # First-level filters of each family when none are given (models.builders, the training CLI).
 DEFAULT_FILTERS = {"convnet": 64, "cnn2": 32, "cnn7": 32, "resnet": 32, "dncnn": 64, "unet": 32, "resprunet": 32}
 
+# Model files the toolkit reads: its own Keras archives and the reference repository's HDF5.
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
 # ----------------------------------------------------------------------------- assessment
 # Seed of the noise added to the test volumes by the assessment demos (the reference's 2020).
 ASSESSMENT_SEED = 2020
