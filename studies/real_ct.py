@@ -244,7 +244,7 @@ def build_sets(root, split, crop, slices, depth):
     """The test sets (module notes) of the clean datasets' test patients, and every test path read."""
     import numpy as np
 
-    from utils.application.assessment import Sample, _central_crop_index, evenly_spaced
+    from utils.application.samples import Sample, central_crop_index, evenly_spaced
     from utils.base.errors import DataError
     from utils.data.readers import DEFAULT_HU_WINDOW, read_ct, window_hu
     from utils.data.real_ct_split import test_paths
@@ -282,7 +282,7 @@ def build_sets(root, split, crop, slices, depth):
         set_name = f"{name} slices"
         samples = []
         for i, (tag, image, source) in enumerate(chosen):
-            cropped = image[_central_crop_index(image.shape, (crop, crop))]
+            cropped = image[central_crop_index(image.shape, (crop, crop))]
             item = noisy_item(tag, cropped[None], source, False, None, set_name, i)
             samples.append(Sample(tag, item, 0))
         shapes = sorted({"x".join(map(str, s.clean.shape)) for s in samples})
@@ -298,7 +298,7 @@ def build_sets(root, split, crop, slices, depth):
             for set_name, volume_hu, vox, want, what in variants:
                 clean = window_hu(volume_hu, DEFAULT_HU_WINDOW)
                 item = noisy_item(label, clean, source, True, vox, set_name, 0)
-                index = _central_crop_index(clean.shape, (max(2, want[0]), max(2, want[1]), max(2, want[2])))
+                index = central_crop_index(clean.shape, (max(2, want[0]), max(2, want[1]), max(2, want[2])))
                 shape = "x".join(str(s.stop - s.start) for s in index)
                 sample = Sample(f"{label}_{shape}", item, index)
                 description = (

@@ -25,7 +25,7 @@ Every file is written atomically (``utils.base.atomic``). Problems with data, se
 them into ``error: ...`` and a non-zero exit in the scripts.
 """
 
-from utils.application.methods import (  # noqa: F401
+from utils.application.methods import (
     BASELINES,
     DEFAULT_MODELS_DIR,
     DEFAULT_PRIOR,
@@ -43,7 +43,7 @@ from utils.application.methods import (  # noqa: F401
     parse_method_list,
     trained_noise,
 )
-from utils.application.reports import (  # noqa: F401
+from utils.application.reports import (
     METRIC_COLUMNS,
     NOISE_MODEL_COLUMNS,
     describe_data,
@@ -57,7 +57,7 @@ from utils.application.reports import (  # noqa: F401
     write_metrics_csv,
     write_summary,
 )
-from utils.application.samples import (  # noqa: F401
+from utils.application.samples import (
     DEFAULT_DOSE,
     DEFAULT_SEED,
     TEST_NOISE_MODELS,
@@ -75,6 +75,62 @@ from utils.application.samples import (  # noqa: F401
     slice_samples,
     volume_samples,
 )
-from utils.application.scoring import Evaluation, convergence_histories, evaluate  # noqa: F401
-from utils.application.tuning import DEFAULT_TUNED_DIR, tune_baseline, tuned_parameters, tuned_path, tuning_ndim  # noqa: F401
-from utils.base.errors import user_errors  # noqa: F401
+from utils.application.scoring import Evaluation, convergence_histories, evaluate
+from utils.application.tuning import DEFAULT_TUNED_DIR, tune_baseline, tuned_parameters, tuned_path, tuning_ndim
+from utils.base.errors import user_errors
+
+__all__ = [
+    "BASELINES",
+    "BaselineMethod",
+    "DEFAULT_DOSE",
+    "DEFAULT_MODELS_DIR",
+    "DEFAULT_PRIOR",
+    "DEFAULT_SEED",
+    "DEFAULT_TUNED_DIR",
+    "Evaluation",
+    "METRIC_COLUMNS",
+    "MODEL_SUFFIXES",
+    "Method",
+    "ModelMethod",
+    "NOISE_MODEL_COLUMNS",
+    "NoiseSetting",
+    "NoisyVolume",
+    "Sample",
+    "TEST_NOISE_MODELS",
+    "add_lowdose_noise",
+    "add_noise",
+    "baseline_methods",
+    "check_compatible",
+    "convergence_histories",
+    "describe_data",
+    "describe_hu_window",
+    "describe_lowdose_noise",
+    "describe_settings",
+    "discover_models",
+    "evaluate",
+    "evenly_spaced",
+    "load_model_method",
+    "load_volumes",
+    "lowdose_spacing",
+    "make_noise_setting",
+    "model_dims",
+    "model_methods",
+    "noise_notes",
+    "parse_dose_list",
+    "parse_method_list",
+    "parse_noise_list",
+    "read_metrics_csv",
+    "slice_samples",
+    "summarise",
+    "summary_markdown",
+    "summary_table",
+    "trained_noise",
+    "tune_baseline",
+    "tuned_parameters",
+    "tuned_path",
+    "tuning_ndim",
+    "user_errors",
+    "volume_samples",
+    "write_metrics_csv",
+    "write_summary",
+]

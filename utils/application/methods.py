@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.application.samples import _central_crop_index
+from utils.application.samples import central_crop_index
 from utils.application.tuning import DEFAULT_TUNED_DIR, tuned_parameters, tuning_ndim
 from utils.base import defaults
 from utils.base.errors import ConfigError, DataError, ModelFileError
@@ -112,7 +112,7 @@ class ModelMethod(Method):
         # serves every later sample, so no sample's time includes tracing.
         for count, size in ((2, 32), (3, 40)):
             depth = 4 * count if self.ndim == 3 else count
-            crop = _central_crop_index(sample.noisy.shape, (size, size) if sample.ndim == 2 else (depth, size, size))
+            crop = central_crop_index(sample.noisy.shape, (size, size) if sample.ndim == 2 else (depth, size, size))
             prior = sample.prior(**self.prior_settings)[crop] if self.prior_settings else None
             self._run(sample.noisy[crop], prior)
 

@@ -297,7 +297,7 @@ def volume_samples(noisy_volumes, max_depth=None, max_size=None):
             raise DataError(volume.source, f"is a 2D image (shape {volume.noisy.shape}); 3D methods need volumes, use the 2D demo")
         if not volume.contiguous:
             raise DataError(volume.source, "is a stack of unrelated slices, not a volume; use the 2D demo")
-        index = _central_crop_index(
+        index = central_crop_index(
             (depth, height, width), (max(2, max_depth or depth), max(2, max_size or height), max(2, max_size or width))
         )
         cropped = [f"{axis}{s.start:03d}-{s.stop - 1:03d}" for axis, s, n in zip("zyx", index, (depth, height, width)) if s.stop - s.start < n]
@@ -327,7 +327,7 @@ def _volume_labels(sources):
     return unique
 
 
-def _central_crop_index(shape, crop):
+def central_crop_index(shape, crop):
     """Index of the central ``crop`` (one size per axis, clipped to ``shape``)."""
     index = []
     for size, want in zip(shape, crop):

@@ -43,7 +43,7 @@ import numpy as np
 from skimage.metrics import peak_signal_noise_ratio
 from tqdm.auto import tqdm
 
-from utils.application.samples import _central_crop_index, evenly_spaced
+from utils.application.samples import central_crop_index, evenly_spaced
 from utils.base import defaults
 from utils.base.atomic import write_json
 from utils.base.errors import ConfigError, DataError
@@ -192,7 +192,7 @@ def central_crop(array, crop_shape):
     """Central crop of ``array`` to ``crop_shape`` (clipped to the array's own size)."""
     if len(crop_shape) != array.ndim:
         raise ConfigError(f"crop shape {tuple(crop_shape)} has {len(crop_shape)} axes, the data have {array.ndim}")
-    return array[_central_crop_index(array.shape, [int(c) for c in crop_shape])]
+    return array[central_crop_index(array.shape, [int(c) for c in crop_shape])]
 
 
 def make_validation_set(
