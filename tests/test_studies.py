@@ -50,7 +50,7 @@ def test_real_ct_recipes_refuse_a_run_trained_on_the_held_out_data(tmp_path):
 @pytest.mark.e2e
 def test_spade_prior_study_gains_with_a_better_prior(tmp_path):
     """A prior made of clean neighbouring slices must lift SPADE above a prior made of noisy ones."""
-    from benchmarks import spade_prior
+    from studies import spade_prior
 
     out, table = tmp_path / "spade_prior.json", tmp_path / "spade_prior.md"
     run_script(REPO / "studies" / "spade_prior.py", "--quick", "--out", out, "--markdown", table)
