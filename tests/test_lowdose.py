@@ -113,11 +113,12 @@ def test_fast_form_matches_reference_nps_within_15_percent():
     assert dc < 0.10 * nps_fast.max()
 
 
-def test_fast_nps_filter_is_the_analytic_nps():
-    amplitude = nps_filter_tf(tf.constant(64), tf.constant(32)).numpy()  # sizes dividing 512: the table is exact
+@pytest.mark.parametrize("size", [tf.constant, int], ids=["dynamic size", "static size"])
+def test_fast_nps_filter_is_the_analytic_nps(size):
+    amplitude = nps_filter_tf(size(64), size(32)).numpy()  # sizes dividing 512: the table is exact
     np.testing.assert_allclose(amplitude**2, fbp_nps_2d(64, 32)[:, : 32 // 2 + 1], rtol=1e-4, atol=1e-6)
     assert amplitude[0, 0] == 0
-    amplitude = nps_filter_tf(tf.constant(48), tf.constant(40)).numpy()  # nearest table entry otherwise
+    amplitude = nps_filter_tf(size(48), size(40)).numpy()  # nearest table entry otherwise
     np.testing.assert_allclose(amplitude**2, fbp_nps_2d(48, 40)[:, : 40 // 2 + 1], rtol=0.03, atol=0.01)
 
 

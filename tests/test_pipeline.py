@@ -27,7 +27,10 @@ def volumes(rng):
     ],
 )
 def test_batches_have_the_model_shapes_and_dtypes(volumes, sampling, expected):
-    inputs, clean = next(iter(make_dataset(volumes, sampling, batch_size=4)))
+    dataset = make_dataset(volumes, sampling, batch_size=4)
+    spec = dataset.element_spec[1]  # the in-plane size is static: the noise filters are built once
+    assert spec.shape[1:] == expected[1:]
+    inputs, clean = next(iter(dataset))
     assert clean.shape == expected and clean.dtype == tf.float32
     if sampling.use_prior:
         assert set(inputs) == {"noisy", "prior"}

@@ -373,6 +373,9 @@ def nps_filter_tf(height, width):
     """
     import tensorflow as tf
 
+    if isinstance(height, int) and isinstance(width, int):  # a static patch size: built once, a constant
+        return tf.constant(_nps_filter_numpy(height, width))
+
     def index(n):
         return tf.cast(tf.round(tf.abs(_frequencies_tf(n)) * NPS_TABLE_STEPS), tf.int32)
 
@@ -380,6 +383,16 @@ def nps_filter_tf(height, width):
     nps = tf.gather(tf.gather(table, index(height), axis=0), index(width), axis=1)
     amplitude = tf.sqrt(nps / tf.reduce_mean(nps))  # mean over the full grid: unit output variance
     return amplitude[:, : width // 2 + 1]
+
+
+@functools.lru_cache(maxsize=16)
+def _nps_filter_numpy(height, width):
+    """:func:`nps_filter_tf` for a static size, in numpy."""
+    def index(n):
+        return np.round(np.abs(np.fft.fftfreq(n)) * NPS_TABLE_STEPS).astype(int)
+
+    nps = _nps_table()[index(height)][:, index(width)].astype(np.float64)
+    return np.sqrt(nps / nps.mean())[:, : width // 2 + 1].astype(np.float32)
 
 
 def _antidiagonal_sums(x):
@@ -463,6 +476,8 @@ def fast_lowdose_noise_tf(clean, seed, dose, hu_window, **options):
     lo, hi = (float(h) for h in hu_window)
     shape = tf.shape(clean32)
     height, width = shape[-2], shape[-1]
+    if clean32.shape[-2:].is_fully_defined():
+        height, width = clean32.shape[-2:]
     white = tf.random.stateless_normal(shape, seed=seed, dtype=tf.float32)
     spectrum = tf.signal.rfft2d(white) * tf.cast(nps_filter_tf(height, width), tf.complex64)
     textured = tf.signal.irfft2d(spectrum, fft_length=tf.stack([height, width]))

@@ -174,6 +174,9 @@ def _cut_sample(volume, seed, sampling):
         flip_lr = tf.random.stateless_uniform([], seeds[4]) < 0.5
         slab = tf.cond(flip_ud, lambda: tf.reverse(slab, [1]), lambda: slab)
         slab = tf.cond(flip_lr, lambda: tf.reverse(slab, [2]), lambda: slab)
+    # The in-plane size is the patch's (cut or resized to it); saying so statically lets the noise
+    # models' spectral filters be built once, as constants, instead of per sample.
+    slab = tf.ensure_shape(slab, [None, patch_h, patch_w])
     return slab, z0 - z_lo, patch_depth, seeds[5]
 
 
@@ -211,15 +214,15 @@ def _make_sample(volume, seed, sampling, noise):
     if sampling.window_augmentation > 0:
         slab = _rewindow(slab, seeds[0], sampling)
     noisy_slab = noise.sample_tf(slab, seeds[1])
-    clean = slab[start : start + patch_depth]
-    noisy = noisy_slab[start : start + patch_depth]
+    clean = tf.ensure_shape(slab[start : start + patch_depth], (patch_depth,) + sampling.patch[-2:])
+    noisy = tf.ensure_shape(noisy_slab[start : start + patch_depth], (patch_depth,) + sampling.patch[-2:])
     if sampling.ndim == 2:
         clean, noisy = clean[0], noisy[0]
     clean, noisy = clean[..., None], noisy[..., None]
     if not sampling.use_prior:
         return noisy, clean
     prior = neighbour_prior_tf(noisy_slab, sampling.prior_half_window, sampling.prior_decay, sampling.prior_variant)
-    prior = prior[start : start + patch_depth]
+    prior = tf.ensure_shape(prior[start : start + patch_depth], (patch_depth,) + sampling.patch[-2:])
     if sampling.ndim == 2:
         prior = prior[0]
     return {"noisy": noisy, "prior": prior[..., None]}, clean
