@@ -11,7 +11,9 @@ root; see ``benchmarks/__init__.py``)::
 import importlib.metadata
 import os
 import platform
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,6 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 LIBRARIES = ("tensorflow", "keras", "jax", "numpy", "scipy", "scikit-image", "bm3d", "bm4d", "psutil")
 
 GOAL_STATUSES = ("met", "not met", "not measured")
+
+
+def command_line(script, argv=None):
+    """The command that reproduces this run, quoted for a shell (a set name like 'crlm_abdomen volume' keeps its space)."""
+    return shlex.join(["python3", str(script), *map(str, sys.argv[1:] if argv is None else argv)])
 
 
 def describe_machine():

@@ -76,7 +76,7 @@ if __name__ == "__main__" and not __package__:  # run by path: re-run as python3
     os.execv(sys.executable, [sys.executable, "-m", f"studies.{Path(__file__).stem}", *sys.argv[1:]])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.common import describe_machine, goal, markdown_table, text_table  # noqa: E402
+from benchmarks.common import command_line, describe_machine, goal, markdown_table, text_table  # noqa: E402
 
 DEFAULT_OUT = REPO / "studies" / "RESULTS_real_ct.json"
 DEFAULT_CACHE = REPO / "results" / "real_ct_cache"
@@ -121,7 +121,7 @@ def main(argv=None):
     parser.add_argument("--sets", nargs="+", default=None, help="only these test sets, by name (e.g. 'crlm_abdomen volume 3 mm')")
     parser.add_argument("--no-reuse", action="store_true", help="recompute everything (the cache is still written)")
     args = parser.parse_args(argv)
-    command = " ".join(["python3 studies/real_ct.py", *map(str, argv if argv is not None else sys.argv[1:])])
+    command = command_line("studies/real_ct.py", argv)
 
     from utils.application import assessment
     from utils.data.real_ct_split import DEFAULT_REAL_CT_ROOT, load_split

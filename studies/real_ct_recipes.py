@@ -49,7 +49,7 @@ if __name__ == "__main__" and not __package__:  # run by path: re-run as python3
     os.execv(sys.executable, [sys.executable, "-m", f"studies.{Path(__file__).stem}", *sys.argv[1:]])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.common import describe_machine, markdown_table, text_table  # noqa: E402
+from benchmarks.common import command_line, describe_machine, markdown_table, text_table  # noqa: E402
 
 DEFAULT_OUT = REPO / "studies" / "results" / "real_ct_recipes.json"
 DEFAULT_MARKDOWN = REPO / "studies" / "RESULTS_real_ct_recipes.md"
@@ -85,7 +85,7 @@ def main(argv=None):
 
     machine = report["machine"]
     markdown = [
-        f"`python3 studies/real_ct_recipes.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
+        f"`{command_line('studies/real_ct_recipes.py', argv)}`",
         "",
         f"{heading}. {machine.get('cpu_model')}, {machine.get('usable_cpus')} usable CPUs.",
         "",

@@ -41,7 +41,7 @@ if __name__ == "__main__" and not __package__:  # run by path: re-run as python3
     os.execv(sys.executable, [sys.executable, "-m", f"studies.{Path(__file__).stem}", *sys.argv[1:]])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.common import describe_machine, markdown_table, text_table  # noqa: E402
+from benchmarks.common import command_line, describe_machine, markdown_table, text_table  # noqa: E402
 
 DEFAULT_OUT = REPO / "studies" / "results" / "spade_prior.json"
 DEFAULT_MARKDOWN = REPO / "studies" / "RESULTS_spade_prior.md"
@@ -100,7 +100,7 @@ def main(argv=None):
     machine = describe_machine()
     report = {
         "benchmark": "spade_prior",
-        "command": " ".join(["python3", "studies/spade_prior.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": command_line("studies/spade_prior.py", argv),
         "protocol": __doc__.split("Protocol: ")[1].split("\n\n")[0].replace("\n", " "),
         "crop": args.crop,
         "seed": args.seed,

@@ -171,3 +171,14 @@ def test_peak_memory_of_a_subprocess_is_its_own_not_its_parents():
     child = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     del ballast
     assert int(child.stdout) < 200 * 2**20  # on Linux ru_maxrss would say >= 400 MB here
+
+
+def test_recorded_command_reproduces_arguments_with_spaces():
+    """A results file's command, pasted into a shell, gives the study the same arguments."""
+    import shlex
+
+    from benchmarks.common import command_line
+
+    argv = ["--sets", "crlm_abdomen volume", "crlm_abdomen volume 3 mm", "--levels", "0.05,0.1", "--out", Path("a b.json")]
+    command = command_line("studies/real_ct.py", argv)
+    assert shlex.split(command) == ["python3", "studies/real_ct.py", *map(str, argv)]
