@@ -43,10 +43,13 @@ falls like ``1 / n_views``), only the angular sampling of its texture does. The 
 
 Fast form (:func:`fast_lowdose_noise_tf`, stateless TensorFlow, for tf.data)
 ---------------------------------------------------------------------------
-White Gaussian noise shaped by the reference's noise power spectrum, times a smooth standard
+Stationary Gaussian noise with the reference's noise power spectrum, times a smooth standard
 deviation map from the clean image itself::
 
-    noise_HU(x) = std_HU(x) * F^-1[ sqrt(NPS(f)) * F[w] ](x),    w ~ N(0, 1) (stateless, seeded)
+    noise_HU(x) = std_HU(x) * t(x),    t = F^-1[ sqrt(H W NPS(f)) e^{i phi(f)} ],  phi ~ U[0, 2 pi) (stateless, seeded)
+
+(random-phase spectral synthesis, :func:`nps_texture_tf`; it has the NPS of white noise filtered by
+``sqrt(NPS)`` at a third of its cost).
 
 * ``NPS(f)`` (frequency ``f`` in cycles/pixel) is the analytic spectrum of ramp-filtered
   parallel-beam FBP with linear interpolation, ``|f| sinc(f)^4`` below 0.5 cycles/pixel plus the
@@ -61,13 +64,14 @@ deviation map from the clean image itself::
   ``p_k`` are its own (windowed intensities back to HU, then ``mu``), plus water outside the patch
   where the body goes on beyond it: when a row (column) starts or ends in tissue (HU > -500 at the
   border), half of ``max(0, body_mm - patch length)`` of water is added for that side (a diagonal
-  gets the mean of its pixel's row and column additions). A full slice
+  gets the mean of the row and column additions through its pooled cell's first pixel). A full slice
   with air around the body therefore gets no addition; a patch cut from inside an abdomen of
   ``body_mm`` water-equivalent diameter gets the rest of the body. The std map is thus stronger
   behind dense, wide anatomy (long rows or columns of tissue or bone), as in the reference.
 
-It costs one FFT pair per slice and some reductions; the test suite checks its NPS and std map
-against the reference on the same slices (``tests/test_lowdose.py``).
+It costs one inverse FFT per slice and some reductions, most of them on the profiles and the
+pooled grid; the test suite checks its NPS and std map against the reference on the same slices
+(``tests/test_lowdose.py``).
 """
 
 import functools
@@ -428,45 +432,66 @@ def fast_std_map_tf(clean, dose, hu_window, pixel_spacing_mm=DEFAULT_PIXEL_SPACI
             return tf.zeros_like(tf.cast(clean, tf.float32))
         incident, electronic = photon_counts(dose, spacing, n_views, photons, electronic_variance)
         ceiling = float(np.log(incident / MIN_COUNT))
-    hu = tf.cast(clean, tf.float32) * (hi - lo) + lo
-    mu = tf.maximum(MU_WATER * (1.0 + hu / 1000.0), 0.0)
-    shape = tf.shape(hu)
-    height, width = tf.cast(shape[-2], tf.float32), tf.cast(shape[-1], tf.float32)
+    clean = tf.cast(clean, tf.float32)
+    shape = tf.shape(clean)
+    height, width = shape[-2], shape[-1]
+    clean = tf.reshape(clean, tf.stack([-1, height, width]))
+    # Few full-size ops (each costs about as much as the whole of some noise models): the sums and
+    # the pooling are linear, so they run on the windowed values and only their results become
+    # attenuation, and every constant factor is applied on the profiles and the pooled grid.
+    mu_per_unit = MU_WATER * (hi - lo) / 1000.0  # attenuation per unit of windowed intensity
+    mu_at_zero = MU_WATER * (1.0 + lo / 1000.0)
+
+    def attenuation_sum(sums, length):
+        return tf.maximum(mu_per_unit * sums + mu_at_zero * tf.cast(length, tf.float32), 0.0) * spacing
 
     def context(border_a, border_b, length):
         # Water beyond the image on each side whose border is tissue: half the rest of the body each.
-        rest = 0.5 * MU_WATER * tf.maximum(body_mm - length * spacing, 0.0)
-        return rest * (tf.cast(border_a > TISSUE_HU, tf.float32) + tf.cast(border_b > TISSUE_HU, tf.float32))
+        rest = 0.5 * MU_WATER * tf.maximum(body_mm - tf.cast(length, tf.float32) * spacing, 0.0)
+        tissue = (TISSUE_HU - lo) / (hi - lo)
+        return rest * (tf.cast(border_a > tissue, tf.float32) + tf.cast(border_b > tissue, tf.float32))
 
-    row_context = context(hu[..., :, :1], hu[..., :, -1:], width)
-    col_context = context(hu[..., :1, :], hu[..., -1:, :], height)
-    p_rows = tf.reduce_sum(mu, axis=-1, keepdims=True) * spacing + row_context
-    p_cols = tf.reduce_sum(mu, axis=-2, keepdims=True) * spacing + col_context
-    # Diagonals, on a grid pooled by DIAGONAL_POOL (the map is smooth; this is the costly part):
-    # a pooled pixel per sqrt(2) * pool * spacing of path; their context is the mean of the row's and the column's.
-    stack = tf.reshape(mu, tf.concat([[-1], shape[-2:], [1]], 0))
-    pooled = tf.nn.avg_pool2d(stack, DIAGONAL_POOL, DIAGONAL_POOL, "SAME")[..., 0]
+    scale = 0.25 * fbp_noise_gain(int(n_views)) * (1000.0 / (MU_WATER * spacing)) ** 2
+
+    def ray_variance(p):
+        # Beyond a count of MIN_COUNT the reference clamps: the variance stops growing there.
+        return scale * log_count_variance(tf.minimum(p, ceiling), incident, electronic, tf)
+
+    row_context = context(clean[:, :, 0], clean[:, :, -1], width)  # (N, H)
+    col_context = context(clean[:, 0, :], clean[:, -1, :], height)  # (N, W)
+    v_rows = ray_variance(attenuation_sum(tf.reduce_sum(clean, axis=2), width) + row_context)
+    v_cols = ray_variance(attenuation_sum(tf.reduce_sum(clean, axis=1), height) + col_context)
+    # Diagonals, on a grid pooled by DIAGONAL_POOL (the map is smooth; this is the costly part): a
+    # pooled pixel per sqrt(2) * pool * spacing of path; their context is the mean of the row's and
+    # the column's through the cell's first pixel. Their variance comes back to the pixels at the end.
+    pooled = tf.nn.avg_pool2d(clean[..., None], DIAGONAL_POOL, DIAGONAL_POOL, "SAME")[..., 0]
+    mu = tf.maximum(mu_per_unit * pooled + mu_at_zero, 0.0)
     step = np.sqrt(2.0) * DIAGONAL_POOL * spacing
+    diagonal_context = 0.5 * (row_context[:, ::DIAGONAL_POOL, None] + col_context[:, None, ::DIAGONAL_POOL])
+    p_anti = _antidiagonal_sums(mu) * step + diagonal_context
+    p_main = tf.reverse(_antidiagonal_sums(tf.reverse(mu, [2])), [2]) * step + diagonal_context
+    v_diagonals = _upsample_nearest(ray_variance(p_anti) + ray_variance(p_main), DIAGONAL_POOL, height, width)
+    std = tf.sqrt(v_rows[:, :, None] + v_cols[:, None, :] + v_diagonals)
+    return tf.reshape(std, shape)
 
-    def full_grid(sums):
-        grid = tf.repeat(tf.repeat(sums, DIAGONAL_POOL, axis=1), DIAGONAL_POOL, axis=2)[:, : shape[-2], : shape[-1]]
-        return tf.reshape(grid, shape) * step
 
-    diagonal_context = 0.5 * (row_context + col_context)
-    p_anti = full_grid(_antidiagonal_sums(pooled)) + diagonal_context
-    p_main = full_grid(tf.reverse(_antidiagonal_sums(tf.reverse(pooled, [2])), [2])) + diagonal_context
-    # Beyond a count of MIN_COUNT the reference clamps: the variance stops growing there.
-    variance = 0.25 * sum(log_count_variance(tf.minimum(p, ceiling), incident, electronic, tf) for p in (p_rows, p_cols, p_anti, p_main))
-    gain = fbp_noise_gain(int(n_views))
-    return tf.sqrt(gain * variance) * (1000.0 / (MU_WATER * spacing))
+def _upsample_nearest(x, factor, height, width):
+    """``(N, h, w)`` to ``(N, height, width)``, each value copied onto its ``factor x factor`` cell (one broadcast)."""
+    import tensorflow as tf
+
+    shape = tf.shape(x)
+    n, h, w = shape[0], shape[1], shape[2]
+    cells = tf.broadcast_to(x[:, :, None, :, None], tf.stack([n, h, factor, w, factor]))
+    return tf.reshape(cells, tf.stack([n, h * factor, w * factor]))[:, :height, :width]
 
 
 def fast_lowdose_noise_tf(clean, seed, dose, hu_window, **options):
     """Fast-form noise on the window's [0, 1] scale for windowed images ``(..., H, W)``; stateless.
 
-    ``std_HU(x) * F^-1[sqrt(NPS) F[w]](x) / (hi - lo)`` with ``w = stateless_normal(shape, seed)``;
-    ``options`` go to :func:`fast_std_map_tf`. Each slice of a stack gets its own noise. ``dose`` is a
-    number in (0, 1], or a scalar float tensor in (0, 1) (drawn in the pipeline, not checked).
+    ``std_HU(x) * t(x) / (hi - lo)``, with ``t`` the unit-variance texture of :func:`nps_texture_tf`
+    (seeded by ``seed``) and ``std_HU`` the map of :func:`fast_std_map_tf` (``options`` go there).
+    Each slice of a stack gets its own noise. ``dose`` is a number in (0, 1], or a scalar float
+    tensor in (0, 1) (drawn in the pipeline, not checked).
     """
     import tensorflow as tf
 
@@ -474,11 +499,45 @@ def fast_lowdose_noise_tf(clean, seed, dose, hu_window, **options):
     if not tf.is_tensor(dose) and check_dose(dose) == 1.0:
         return tf.zeros_like(clean32)
     lo, hi = (float(h) for h in hu_window)
-    shape = tf.shape(clean32)
-    height, width = shape[-2], shape[-1]
-    if clean32.shape[-2:].is_fully_defined():
-        height, width = clean32.shape[-2:]
-    white = tf.random.stateless_normal(shape, seed=seed, dtype=tf.float32)
-    spectrum = tf.signal.rfft2d(white) * tf.cast(nps_filter_tf(height, width), tf.complex64)
-    textured = tf.signal.irfft2d(spectrum, fft_length=tf.stack([height, width]))
-    return fast_std_map_tf(clean32, dose, hu_window, **options) * textured / (hi - lo)
+    texture = nps_texture_tf(tf.shape(clean32), seed, static_size=clean32.shape[-2:], scale=1.0 / (hi - lo))
+    return fast_std_map_tf(clean32, dose, hu_window, **options) * texture
+
+
+def nps_texture_tf(shape, seed, static_size=None, scale=1.0):
+    """Stationary Gaussian noise of ``shape`` (..., H, W) whose noise power spectrum is :func:`fbp_nps_2d`'s, times ``scale``.
+
+    Spectral synthesis with random phases (the spectral representation method of Shinozuka and
+    Deodatis, 1991): ``t = irfft2d(A e^{i phi})``, with ``phi`` uniform on [0, 2 pi) per frequency
+    (``stateless_uniform``, seeded) and the fixed amplitude ``A = sqrt(H W) sqrt(NPS)``, the
+    self-conjugate columns (zero and Nyquist frequency along W) raised by ``sqrt(2)`` because
+    ``irfft2d`` keeps only their real part. Every frequency then carries its NPS exactly (the
+    variance is ``scale**2``), and each pixel, a sum of thousands of independent waves, is Gaussian.
+    It draws uniforms for half the spectrum and one inverse FFT: about a third of the cost of
+    filtering drawn white Gaussian noise (``stateless_normal`` for every pixel, then an FFT pair).
+    ``static_size``: ``(H, W)`` when known when tracing, so that ``A`` is a constant.
+    """
+    import tensorflow as tf
+
+    if static_size is not None and tf.TensorShape(static_size).is_fully_defined():
+        height, width = (int(n) for n in static_size)
+        amplitude = tf.constant(_random_phase_amplitude_numpy(height, width) * np.float32(scale))
+    else:
+        height, width = shape[-2], shape[-1]
+        columns = tf.range(width // 2 + 1)
+        self_conjugate = (columns == 0) | (2 * columns == width)
+        raise_by = tf.where(self_conjugate, np.float32(np.sqrt(2.0)), np.float32(1.0))
+        size = tf.cast(height * width, tf.float32)
+        amplitude = nps_filter_tf(height, width) * raise_by * tf.sqrt(size) * np.float32(scale)
+    half_spectrum = tf.concat([shape[:-1], [width // 2 + 1]], 0)
+    phase = tf.random.stateless_uniform(half_spectrum, seed, 0.0, 2.0 * np.pi, dtype=tf.float32)
+    spectrum = tf.complex(amplitude * tf.cos(phase), amplitude * tf.sin(phase))
+    return tf.signal.irfft2d(spectrum, fft_length=tf.stack([height, width]))
+
+
+@functools.lru_cache(maxsize=16)
+def _random_phase_amplitude_numpy(height, width):
+    amplitude = _nps_filter_numpy(height, width).astype(np.float64) * np.sqrt(height * width)
+    amplitude[:, 0] *= np.sqrt(2.0)
+    if width % 2 == 0:
+        amplitude[:, -1] *= np.sqrt(2.0)
+    return amplitude.astype(np.float32)

@@ -123,8 +123,9 @@ class CTLowDoseNoise:
 
     See :mod:`utils.data.lowdose` for the exact model. ``sample_numpy`` is the REFERENCE form
     (projection-domain Poisson + electronic noise, radon / ramp-filtered FBP with scikit-image,
-    slice by slice; about 1.5 s per 512 x 512 slice); ``sample_tf`` is the FAST form (white noise
-    shaped by the reference's NPS times a std map from the patch's line integrals; stateless).
+    slice by slice; about 1.5 s per 512 x 512 slice); ``sample_tf`` is the FAST form (stationary noise
+    with the reference's NPS, by random-phase synthesis, times a std map from the patch's line
+    integrals; stateless).
     Both work on the window's [0, 1] scale (``hu_window``) and add noise only, not clipped.
     ``sigma`` is accepted for :func:`make_noise`'s signature and not used: ``dose`` sets the level.
     Arrays carry no pixel spacing here, so ``pixel_spacing_mm`` (default 0.7) is assumed.
