@@ -436,9 +436,11 @@ def fast_std_map_tf(clean, dose, hu_window, pixel_spacing_mm=DEFAULT_PIXEL_SPACI
     shape = tf.shape(clean)
     height, width = shape[-2], shape[-1]
     clean = tf.reshape(clean, tf.stack([-1, height, width]))
-    # Few full-size ops (each costs about as much as the whole of some noise models): the sums and
-    # the pooling are linear, so they run on the windowed values and only their results become
-    # attenuation, and every constant factor is applied on the profiles and the pooled grid.
+    if lo < -1000.0:  # no attenuation below air's, pixel by pixel, before the sums
+        clean = tf.maximum(clean, (-1000.0 - lo) / (hi - lo))
+    # Full-size ops are what this map costs in the pipeline: the sums and the pooling are linear,
+    # so they run on the windowed values and only their results become attenuation, and every
+    # constant factor is applied on the profiles and the pooled grid.
     mu_per_unit = MU_WATER * (hi - lo) / 1000.0  # attenuation per unit of windowed intensity
     mu_at_zero = MU_WATER * (1.0 + lo / 1000.0)
 
