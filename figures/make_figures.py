@@ -108,19 +108,36 @@ def shipped_models_markdown():
         record = json.loads(record_path.read_text())
         settings = json.loads((MODELS_DIR / f"{stem}.config.json").read_text())["settings"]
         summary = record["summary"]
-        data = "phantoms"
-        if len(settings["data"]) > 1:
-            data += " + real slices" + (" (balanced)" if settings.get("balance_data") else "")
-        if settings.get("window_augmentation"):
-            data += ", window augmentation"
         architecture = f"{settings['ndim']}D {settings['model']}, {settings['filters']} filters"
         if settings["model"] in ("unet", "resprunet"):
             architecture += f", depth {settings['depth']}"
         lines.append(
-            f"| `{stem}.keras` | {architecture} | {settings['noise'] * 100:g} % | {data} | {summary['minutes']:.1f} | "
-            f"{summary['epochs_completed']} | {summary['val_psnr']:.2f} dB / {summary['val_ssim']:.3f} |"
+            f"| `{stem}.keras` | {architecture} | {_noise_description(settings)} | {_data_description(settings)} | "
+            f"{summary['minutes']:.1f} | {summary['epochs_completed']} | {summary['val_psnr']:.2f} dB / {summary['val_ssim']:.3f} |"
         )
     return "\n".join(lines)
+
+
+def _noise_description(settings):
+    if settings.get("noise_model") == "ct_lowdose":
+        doses = settings.get("dose_range") or [settings["dose"]]
+        return "low-dose CT, dose " + "-".join(f"{d:g}" for d in doses)
+    if settings.get("noise_range"):
+        low, high = settings["noise_range"]
+        return f"blind, {low * 100:g}-{high * 100:g} %"
+    return f"{settings['noise'] * 100:g} %"
+
+
+def _data_description(settings):
+    real = [path for path in settings["data"] if not Path(path).as_posix().startswith("data/phantom")]
+    data = f"phantoms + {len(real)} real data path{'s' if len(real) > 1 else ''}" if real else "phantoms"
+    if real and settings.get("balance_data"):
+        data += " (balanced)"
+    if settings.get("zoom_range"):
+        data += ", zoom {:g}-{:g}".format(*settings["zoom_range"])
+    if settings.get("window_augmentation"):
+        data += ", window augmentation"
+    return data
 
 
 def replace_between_markers(text, section, body):

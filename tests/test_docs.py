@@ -55,3 +55,17 @@ def test_readme_headline_is_copied_from_the_benchmark_results(tmp_path):
     text = fill_readme(tmp_path / "r.json", tmp_path / "README.md", lowdose_results=None).read_text()
     assert "old" not in text and "| CRLM slices | 5 % | `unet2d_blind` | 40.10 | +0.30 | – | +2.00 | +0.60 | – |" in text
     assert text.startswith("intro\n") and text.endswith("end\n")
+
+
+def test_results_page_lists_every_shipped_model_with_its_noise_and_data():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_figures", REPO / "figures" / "make_figures.py")
+    make_figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_figures)
+    rows = {line.split("|")[1].strip(" `"): line.split("|") for line in make_figures.shipped_models_markdown().splitlines()[2:]}
+    assert set(rows) == {path.name[: -len(".run.json")] + ".keras" for path in (REPO / "trained_models").glob("*.run.json")}
+    assert rows["unet2d_blind.keras"][3].strip() == "blind, 1-12 %"
+    assert rows["unet2d_lowdose.keras"][3].strip() == "low-dose CT, dose 0.02-0.5"
+    assert re.fullmatch(r"phantoms \+ \d+ real data paths, zoom 0.3-1.6, window augmentation", rows["unet2d_blind.keras"][4].strip())
+    assert rows["unet3d_noise0.05.keras"][3:5] == [" 5 % ", " phantoms "]
