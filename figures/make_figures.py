@@ -109,7 +109,7 @@ def shipped_models_markdown():
         settings = json.loads((MODELS_DIR / f"{stem}.config.json").read_text())["settings"]
         summary = record["summary"]
         architecture = f"{settings['ndim']}D {settings['model']}, {settings['filters']} filters"
-        if settings["model"] in ("unet", "resprunet"):
+        if settings["model"] in ("unet", "resprunet", "drunet"):
             architecture += f", depth {settings['depth']}"
         lines.append(
             f"| `{stem}.keras` | {architecture} | {_noise_description(settings)} | {_data_description(settings)} | "

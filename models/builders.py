@@ -29,6 +29,7 @@ Families (F = ``filters``; counts for 1 input channel and 3x3(x3) kernels, 2D / 
   input - predicted noise; F=64, 17 layers: 558,017 / 1,666,241.
 - ``unet``: the reference U-Net below, F=32: 332,641 / 996,769 (F=64: 1,328,833 in 2D).
 - ``resprunet``: the same U-Net on the 2-channel [noisy, prior], output = prior + U-Net; F=32: 332,929 / 997,633.
+- ``drunet``: the DRUNet of Zhang et al. 2021 (below), F=32, depth 2, 2 blocks: 1,040,960 / 3,040,960.
 
 U-Net with ``depth`` poolings (default 2). Every conv is kxk ReLU 'same' without batch norm; pooling is max 2x2
 (x2), upsampling nearest x2, and skips are concatenated as [skip, upsampled] (the reference's channel order)::
@@ -39,7 +40,18 @@ U-Net with ``depth`` poolings (default 2). Every conv is kxk ReLU 'same' without
         maxpool                             ▲ up
         bottleneck: 4F, 2F ─────────────────┘
 
-``residual=True`` (convnet, cnn2, cnn7, resnet, unet) adds the input to the output, so the network learns
+DRUNet (Zhang et al., "Plug-and-Play Image Restoration with Deep Denoiser Prior", TPAMI 2021) with ``depth``
+down-samplings and ``blocks`` residual blocks per level (the paper: depth 3, 4 blocks, 64 filters, and a
+noise-level map as a second input; here the model is blind, one input). Every conv is bias-free, which lets a
+denoiser carry over to noise levels it was not trained at (Mohan et al., ICLR 2020); no batch norm. A residual
+block is ``x + conv(ReLU(conv(x)))``, its last conv initialised to zero, as is the tail; down-sampling is a 2x2 stride-2 conv, up-sampling a 2x2 stride-2
+transposed conv; skips are added, not concatenated::
+
+    head conv(F) ─ s0 ─► blocks(F) → down(2F) ─ s1 ─► blocks(2F) → down(4F) ─ s2 ─► blocks(4F)
+                                                                                    │ + s2
+    tail conv(1) ◄─ + s0 ─ blocks(F) ← up(F) ◄─ + s1 ─ blocks(2F) ← up(2F) ◄────────┘
+
+``residual=True`` (convnet, cnn2, cnn7, resnet, unet, drunet) adds the input to the output, so the network learns
 the noise (residual-to-input learning). ``dncnn`` is residual by construction and ``resprunet`` is residual
 to the prior; for both the flag changes nothing.
 """
@@ -59,6 +71,7 @@ _EXTRA_OPTIONS = {
     "dncnn": {"padding": "same", "layers": 17},
     "unet": {"padding": "same"},
     "resprunet": {"padding": "same"},
+    "drunet": {"padding": "same", "blocks": 2},
 }
 
 # Channel plan of the reference's "Convnet7_32" (notebook summary, 304,993 params with F=32), in units of F.
@@ -72,11 +85,11 @@ def build_model(name, ndim=2, filters=None, depth=2, kernel_size=3, residual=Fal
         name: one of ``MODEL_NAMES``.
         ndim: 2 for slice models ``(B, H, W, 1)``, 3 for volume models ``(B, D, H, W, 1)``.
         filters: channels of the first level (``DEFAULT_FILTERS[name]`` when None).
-        depth: number of poolings of ``unet``/``resprunet`` (ignored by the pooling-free families).
+        depth: number of down-samplings of ``unet``/``resprunet``/``drunet`` (ignored by the other families).
         kernel_size: odd spatial kernel size of the feature convolutions.
         residual: add the input to the output (see module docstring).
         **options: ``padding`` ('same', or 'valid' for the plain CNNs only, as some reference files store it);
-            ``layers`` for ``dncnn`` (17).
+            ``layers`` for ``dncnn`` (17); ``blocks`` for ``drunet`` (residual blocks per level, 2).
 
     Returns:
         An uncompiled ``keras.Model`` named ``"<name>_<ndim>d"``.
@@ -117,6 +130,10 @@ def build_model(name, ndim=2, filters=None, depth=2, kernel_size=3, residual=Fal
     elif key == "dncnn":
         _check_positive_int("layers", opts["layers"], minimum=3)
         output = _dncnn(noisy, ndim, filters, kernel_size, opts["layers"])
+    elif key == "drunet":
+        _check_positive_int("depth", depth)
+        _check_positive_int("blocks", opts["blocks"])
+        output = _drunet(noisy, ndim, filters, depth, kernel_size, opts["blocks"])
     else:
         _check_positive_int("depth", depth)
         if key == "resprunet":
@@ -129,7 +146,7 @@ def build_model(name, ndim=2, filters=None, depth=2, kernel_size=3, residual=Fal
         else:
             output = _unet(noisy, ndim, filters, depth, kernel_size)
 
-    if residual and key in ("convnet", "cnn2", "cnn7", "resnet", "unet"):
+    if residual and key in ("convnet", "cnn2", "cnn7", "resnet", "unet", "drunet"):
         output = L.add("add_input")([output, noisy])
     return keras.Model(inputs if len(inputs) > 1 else noisy, output, name=f"{key}_{ndim}d")
 
@@ -202,3 +219,34 @@ def _unet(x, ndim, filters, depth, kernel_size):
         x = conv(filters * 2**level, f"dec{level}_conv1")(x)
         x = conv(filters * 2 ** max(level - 1, 0), f"dec{level}_conv2")(x)
     return L.output_conv(ndim)(x)
+
+
+def _drunet(x, ndim, filters, depth, kernel_size, blocks):
+    """DRUNet body (module docstring); returns the linear 1-channel output, computed in float32."""
+
+    def conv(channels, name, activation=None, initializer="glorot_uniform"):
+        return L.conv(ndim, channels, kernel_size, activation=activation, use_bias=False, name=name, kernel_initializer=initializer)
+
+    def residual_blocks(x, channels, name):
+        # The last conv of each block starts at zero (Goyal et al. 2017, Fixup): every block begins
+        # as the identity, so the untrained stack of blocks and additive skips keeps its scale.
+        for b in range(blocks):
+            y = conv(channels, f"{name}_block{b}_conv1", activation="relu")(x)
+            y = conv(channels, f"{name}_block{b}_conv2", initializer="zeros")(y)
+            x = keras.layers.Add(name=f"{name}_block{b}_add")([x, y])
+        return x
+
+    skips = [conv(filters, "head")(x)]
+    x = skips[0]
+    for level in range(depth):
+        x = residual_blocks(x, filters * 2**level, f"enc{level}")
+        x = L.down_conv(ndim, filters * 2 ** (level + 1), name=f"down{level}")(x)
+        skips.append(x)
+    x = residual_blocks(x, filters * 2**depth, "body")
+    for level in reversed(range(depth)):
+        x = keras.layers.Add(name=f"skip{level + 1}")([x, skips[level + 1]])
+        x = L.up_conv(ndim, filters * 2**level, name=f"up{level}")(x)
+        x = residual_blocks(x, filters * 2**level, f"dec{level}")
+    x = keras.layers.Add(name="skip0")([x, skips[0]])
+    # A zero tail too: an untrained residual DRUNet returns its input, a plain one zero.
+    return L.conv(ndim, 1, kernel_size, activation=None, use_bias=False, name="out", dtype="float32", kernel_initializer="zeros")(x)

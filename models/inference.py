@@ -119,7 +119,16 @@ def model_info(model):
     depth = 0
     for layer in model.layers:
         kind = type(layer).__name__
-        if hasattr(layer, "kernel_size") and hasattr(layer, "dilation_rate") and "Transpose" not in kind:
+        if hasattr(layer, "kernel_size") and "Transpose" in kind:  # learned up-sampling, like UpSampling
+            factor = max(layer.strides)
+            jump = max(jump // factor, 1)
+            grid_span += (max(layer.kernel_size) - 1) * jump
+        elif hasattr(layer, "kernel_size") and max(layer.strides) > 1 and tuple(layer.kernel_size) == tuple(layer.strides):
+            # Learned down-sampling (kernel = stride, non-overlapping cells): a grid step, like pooling.
+            stride = max(layer.strides)
+            grid_span += (stride - 1) * jump
+            jump, divisor, depth = jump * stride, divisor * stride, depth + 1
+        elif hasattr(layer, "kernel_size") and hasattr(layer, "dilation_rate"):
             reach = (max(layer.kernel_size) - 1) * max(layer.dilation_rate)
             conv_span += reach * jump
             if layer.padding == "valid":

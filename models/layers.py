@@ -20,6 +20,7 @@ from utils.base.errors import ConfigError
 _CONV = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
 _MAX_POOL = {1: keras.layers.MaxPooling1D, 2: keras.layers.MaxPooling2D, 3: keras.layers.MaxPooling3D}
 _UPSAMPLE = {1: keras.layers.UpSampling1D, 2: keras.layers.UpSampling2D, 3: keras.layers.UpSampling3D}
+_CONV_TRANSPOSE = {1: keras.layers.Conv1DTranspose, 2: keras.layers.Conv2DTranspose, 3: keras.layers.Conv3DTranspose}
 
 PADDINGS = ("same", "valid")
 
@@ -31,13 +32,15 @@ def check_ndim(ndim):
     return int(ndim)
 
 
-def conv(ndim, filters, kernel_size=3, activation="relu", padding="same", use_bias=True, name=None, dtype=None):
+def conv(ndim, filters, kernel_size=3, activation="relu", padding="same", use_bias=True, name=None, dtype=None,
+         kernel_initializer="glorot_uniform"):
     """``Conv{ndim}D`` with stride 1, channels-last, Glorot-uniform kernel and zero bias (the Keras defaults
     the reference repository trained with). ``activation=None`` gives a linear layer."""
     if padding not in PADDINGS:
         raise ConfigError(f"padding must be one of {PADDINGS}, got {padding!r}")
     return _CONV[ndim](
-        filters, kernel_size, padding=padding, activation=activation, use_bias=use_bias, name=name, dtype=dtype
+        filters, kernel_size, padding=padding, activation=activation, use_bias=use_bias, name=name, dtype=dtype,
+        kernel_initializer=kernel_initializer,
     )
 
 
@@ -49,6 +52,16 @@ def max_pool(ndim, size=2, name=None):
 def upsample(ndim, size=2, name=None):
     """Nearest-neighbour upsampling by ``size`` along every spatial axis (exact inverse grid of ``max_pool``)."""
     return _UPSAMPLE[ndim](size=size, name=name)
+
+
+def down_conv(ndim, filters, size=2, name=None):
+    """Learned down-sampling: a linear, bias-free conv with kernel and stride ``size`` along every spatial axis."""
+    return _CONV[ndim](filters, size, strides=size, padding="valid", use_bias=False, name=name)
+
+
+def up_conv(ndim, filters, size=2, name=None):
+    """Learned up-sampling, the inverse grid of ``down_conv``: a linear, bias-free transposed conv, kernel and stride ``size``."""
+    return _CONV_TRANSPOSE[ndim](filters, size, strides=size, padding="valid", use_bias=False, name=name)
 
 
 def batch_norm(name=None):

@@ -33,6 +33,8 @@ def _inputs(model, shape, rng):
         ("resprunet", 2, None, 332_929),
         ("resprunet", 3, None, 997_633),
         ("dncnn", 2, None, 558_017),
+        ("drunet", 2, None, 1_040_960),
+        ("drunet", 3, None, 3_040_960),
     ],
 )
 def test_parameter_counts(name, ndim, filters, expected):
@@ -59,6 +61,24 @@ def test_inputs_are_named_and_fully_convolutional(name, ndim, rng):
         assert tuple(output.shape) == shape
 
 
+def test_drunet_levels_blocks_and_bias_free_convolutions():
+    model = build_model("drunet", ndim=2, filters=4, depth=3, blocks=1)
+    downs = [layer for layer in model.layers if layer.name.startswith("down")]
+    ups = [layer for layer in model.layers if layer.name.startswith("up")]
+    assert [layer.filters for layer in downs] == [8, 16, 32] and [layer.filters for layer in ups] == [16, 8, 4]
+    assert sum(layer.name.endswith("_add") for layer in model.layers) == 2 * 3 + 1  # one block per level, encoder and decoder, and the body
+    assert all(not layer.use_bias for layer in model.layers if hasattr(layer, "use_bias"))
+    assert model(np.zeros((1, 16, 24, 1), np.float32)).shape == (1, 16, 24, 1)
+    # Untrained, it returns zero (its blocks and tail start at zero); trained, bias-free and ReLU make it
+    # positively homogeneous: scaling the input scales the output.
+    x = np.random.default_rng(0).random((1, 16, 16, 1), dtype=np.float32)
+    assert not np.any(model(x).numpy())
+    for layer in model.layers:
+        if layer.weights:
+            layer.kernel.assign(np.random.default_rng(1).normal(0, 0.3, layer.kernel.shape))
+    np.testing.assert_allclose(model(2 * x).numpy(), 2 * model(x).numpy(), rtol=1e-4, atol=1e-6)
+
+
 def test_depth_generalises_unet():
     deeper = build_model("unet", ndim=2, filters=4, depth=3)
     assert sum("pool" in layer.name for layer in deeper.layers) == 3
@@ -68,13 +88,15 @@ def test_depth_generalises_unet():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"name": "vnet"}, "valid names: convnet, cnn2, cnn7, resnet, dncnn, unet, resprunet"),
+        ({"name": "vnet"}, "valid names: convnet, cnn2, cnn7, resnet, dncnn, unet, resprunet, drunet"),
         ({"name": "unet", "ndim": 4}, "ndim must be 2"),
         ({"name": "unet", "filters": 0}, "filters must be an integer"),
         ({"name": "unet", "kernel_size": 4}, "kernel_size must be odd"),
         ({"name": "unet", "depth": 0}, "depth must be an integer"),
         ({"name": "unet", "dropout": 0.1}, "unknown option(s) ['dropout']"),
         ({"name": "unet", "padding": "valid"}, "padding='valid'"),
+        ({"name": "drunet", "blocks": 0}, "blocks must be an integer >= 1"),
+        ({"name": "drunet", "layers": 4}, "unknown option(s) ['layers']"),
         ({"name": "convnet", "padding": "causal"}, "padding must be one of"),
     ],
 )
@@ -105,7 +127,7 @@ def test_resprunet_with_zero_last_layer_returns_prior(ndim, shape, rng):
 
 
 @pytest.mark.parametrize("ndim, shape", [(2, (37, 45)), (3, (9, 37, 45))])
-@pytest.mark.parametrize("name, last", [("unet", "out"), ("dncnn", "noise")])
+@pytest.mark.parametrize("name, last", [("unet", "out"), ("dncnn", "noise"), ("drunet", "out")])
 def test_residual_models_with_zero_last_layer_return_input(name, last, ndim, shape, rng):
     options = {"layers": 4} if name == "dncnn" else {"residual": True}
     model = build_model(name, ndim=ndim, filters=2, **options)
@@ -115,11 +137,11 @@ def test_residual_models_with_zero_last_layer_return_input(name, last, ndim, sha
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
-@pytest.mark.parametrize("name", ["unet", "resprunet", "dncnn", "resnet"])
+@pytest.mark.parametrize("name", ["unet", "resprunet", "dncnn", "resnet", "drunet"])
 def test_mixed_precision_outputs_float32(policy, name, rng):
     keras.mixed_precision.set_global_policy(policy)
     try:
-        options = {"layers": 4} if name == "dncnn" else {"residual": name == "unet"}
+        options = {"layers": 4} if name == "dncnn" else {"residual": name in ("unet", "drunet")}
         model = build_model(name, ndim=2, filters=4, **options)
         output = model(_inputs(model, (1, 16, 16, 1), rng))
     finally:
@@ -140,15 +162,19 @@ def test_builds_and_predicts_under_mirrored_strategy(rng):
 # ----------------------------------------------------------------------------- storage
 
 
-def test_save_load_round_trip_keeps_outputs_and_config(tmp_path, rng):
+@pytest.mark.parametrize("name", ["resprunet", "drunet"])
+def test_save_load_round_trip_keeps_outputs_and_config(name, tmp_path, rng):
     keras.utils.set_random_seed(3)
-    model = build_model("resprunet", ndim=3, filters=2)
-    config = {"model": "resprunet", "ndim": 3, "filters": 2, "noise": np.float32(0.05), "hu_window": (-1000, 400)}
+    model = build_model(name, ndim=3, filters=2)
+    for layer in model.layers:  # DRUNet starts with zero layers: make every output depend on the weights
+        if layer.weights and not np.any(layer.kernel.numpy()):
+            layer.kernel.assign(rng.normal(0, 0.3, layer.kernel.shape))
+    config = {"model": name, "ndim": 3, "filters": 2, "noise": np.float32(0.05), "hu_window": (-1000, 400)}
     path = save_model(model, tmp_path / "run" / "model.keras", config)
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.keras"]  # no temporary left behind
 
     loaded, loaded_config = load_model(path)
-    expected = {"model": "resprunet", "ndim": 3, "filters": 2, "noise": pytest.approx(0.05), "hu_window": [-1000, 400]}
+    expected = {"model": name, "ndim": 3, "filters": 2, "noise": pytest.approx(0.05), "hu_window": [-1000, 400]}
     assert loaded_config == expected
     assert read_config(path) == loaded_config
     batch = _inputs(model, (1, 8, 12, 12, 1), rng)

@@ -31,10 +31,13 @@ PRIOR_VARIANTS = ("centred", "reference")
 DEFAULT_PRIOR = {"half_window": PRIOR_HALF_WINDOW, "decay": PRIOR_DECAY, "variant": PRIOR_VARIANT}
 
 # ----------------------------------------------------------------------------- models
-MODEL_NAMES = ("convnet", "cnn2", "cnn7", "resnet", "dncnn", "unet", "resprunet")
+MODEL_NAMES = ("convnet", "cnn2", "cnn7", "resnet", "dncnn", "unet", "resprunet", "drunet")
+
+# The families that down-sample ``depth`` times: their inputs and patches are multiples of 2**depth.
+MULTISCALE_MODELS = ("unet", "resprunet", "drunet")
 
 # First-level filters of each family when none are given (models.builders, the training CLI).
-DEFAULT_FILTERS = {"convnet": 64, "cnn2": 32, "cnn7": 32, "resnet": 32, "dncnn": 64, "unet": 32, "resprunet": 32}
+DEFAULT_FILTERS = {"convnet": 64, "cnn2": 32, "cnn7": 32, "resnet": 32, "dncnn": 64, "unet": 32, "resprunet": 32, "drunet": 32}
 
 # Model files the toolkit reads: its own Keras archives and the reference repository's HDF5.
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")

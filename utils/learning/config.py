@@ -18,6 +18,7 @@ from utils.base.defaults import (
     DEFAULT_FILTERS,
     DEFAULT_HU_WINDOW,
     MODEL_NAMES,
+    MULTISCALE_MODELS,
     PRIOR_DECAY,
     PRIOR_HALF_WINDOW,
     PRIOR_VARIANT,
@@ -62,7 +63,7 @@ class TrainingConfig:
     )
     depth: int = _setting(2, "number of poolings of the U-Nets", ">= 0; patch sizes multiples of 2**depth")
     kernel_size: int = _setting(3, "convolution kernel size", "odd, >= 1")
-    residual: bool = _setting(False, "plain U-Net learns the correction to its input")
+    residual: bool = _setting(False, "U-Net or DRUNet learns the correction to its input")
     prior: bool = _setting(False, "feed the neighbour-slice prior (derived: set by --model resprunet)")
     prior_half_window: int = _setting(PRIOR_HALF_WINDOW, "prior window: slices on each side of the centre", ">= 0")
     prior_decay: float = _setting(PRIOR_DECAY, "prior weights exp(-decay * distance)", ">= 0")
@@ -233,7 +234,7 @@ class TrainingConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        multiple = 2**self.depth if self.model in ("unet", "resprunet") else 1
+        multiple = 2**self.depth if self.model in MULTISCALE_MODELS else 1
         if any(p % multiple for p in self.patch):
             raise ConfigError(f"--patch sizes {self.patch} must be multiples of {multiple} for a {self.model} of depth {self.depth}")
         return self
@@ -242,9 +243,9 @@ class TrainingConfig:
     def model_options(self):
         """Keyword arguments for :func:`models.build_model`."""
         options = {"ndim": self.ndim, "filters": self.filters, "kernel_size": self.kernel_size}
-        if self.model in ("unet", "resprunet"):
+        if self.model in MULTISCALE_MODELS:
             options["depth"] = self.depth
-        if self.model == "unet":
+        if self.model in ("unet", "drunet"):
             options["residual"] = self.residual
         return options
 
