@@ -119,6 +119,7 @@ def main(argv=None):
     parser.add_argument("--cache", type=Path, default=None,
                         help="per-sample results of each (set, level, method) to reuse (default results/real_ct_cache; --quick: none)")
     parser.add_argument("--sets", nargs="+", default=None, help="only these test sets, by name (e.g. 'crlm_abdomen volume 3 mm')")
+    parser.add_argument("--kinds", nargs="+", default=None, choices=("slices", "volume"), help="only the test sets of these kinds")
     parser.add_argument("--no-reuse", action="store_true", help="recompute everything (the cache is still written)")
     args = parser.parse_args(argv)
     command = command_line("studies/real_ct.py", argv)
@@ -141,6 +142,8 @@ def main(argv=None):
             if unknown:
                 raise SystemExit(f"error: no test set named {', '.join(map(repr, unknown))}; the sets are {', '.join(repr(s.name) for s in sets)}")
             sets = [s for s in sets if s.name in args.sets]
+        if args.kinds:
+            sets = [s for s in sets if s.kind in args.kinds]
         models, model_notes = select_models(args.models, test_files, two_d_only=args.quick and args.models is None)
         cache = args.cache if args.cache is not None else (None if args.quick else DEFAULT_CACHE)
         report = run(sets, levels, models, quick=args.quick, tuned_dir=args.tuned_dir or assessment.DEFAULT_TUNED_DIR,

@@ -105,10 +105,8 @@ def test_real_ct_scaling_trains_on_slice_subsets_and_fits_a_trend(tmp_path):
     assert trend([10, 10], [0.0, 0.1], goal_db=0.5) == (None, None)
 
 
-@pytest.mark.e2e
-def test_real_ct_quick_scores_only_test_patients_with_the_models_of_each_level(tmp_path):
-    """studies/real_ct.py --quick on a corpus and split the test writes: sets, model choice, both files."""
-    from models import build_model, save_model
+def _fake_real_ct(tmp_path):
+    """A tiny real-CT corpus and split: a 12-slice test series (and a training one never read), 3 test images."""
     from tests.ct_files import write_nifti
 
     root = tmp_path / "real_ct"
@@ -130,6 +128,15 @@ def test_real_ct_quick_scores_only_test_patients_with_the_models_of_each_level(t
         "series_fake_abdomen_nifti": dataset(["P0"], ["P1"], {"P0": ["train_vol.nii.gz"], "P1": ["test_vol.nii.gz"]}),
         "slices_fake_chest_nifti": dataset([], ["P2", "P3"], {"P2": ["img0.nii.gz", "img1.nii.gz"], "P3": ["img2.nii.gz"]}),
     }}))
+    return root, split, images
+
+
+@pytest.mark.e2e
+def test_real_ct_quick_scores_only_test_patients_with_the_models_of_each_level(tmp_path):
+    """studies/real_ct.py --quick on a corpus and split the test writes: sets, model choice, both files."""
+    from models import build_model, save_model
+
+    root, split, images = _fake_real_ct(tmp_path)
     model = build_model("unet", ndim=2, filters=4, depth=1, residual=True)  # untrained: scores need only be finite
     files = {
         "blind": {"model": "unet", "ndim": 2, "noise": 0.05, "noise_range": [0.01, 0.12]},
@@ -192,3 +199,45 @@ def test_lowdose_quality_study_quick_run(tmp_path):
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size < 1_000_000
     text = (tmp_path / "RESULTS_lowdose_quality.md").read_text()
     assert "## A. Simulated low dose" in text and "## B. Real low-dose" in text and "| bm3d_tuned |" in text
+
+
+@pytest.mark.e2e
+def test_architecture_study_scores_finished_runs_on_the_real_test_slices(tmp_path):
+    """studies/architecture.py on two finished runs: what each is and cost, and its margin over BM3D per set."""
+    from models import build_model, save_model
+
+    root, split, _ = _fake_real_ct(tmp_path)
+    runs = []
+    for name, family, minutes in (("arch_unet", "unet", 3.0), ("arch_drunet", "drunet", 4.0)):
+        run = tmp_path / name
+        run.mkdir()
+        settings = {"model": family, "ndim": 2, "filters": 4, "depth": 1, "noise": 0.05, "noise_range": [0.01, 0.12]}
+        model = build_model(family, ndim=2, filters=4, depth=1, residual=True)
+        save_model(model, run / "model_best.keras", settings)
+        (run / "config.json").write_text(json.dumps({"settings": settings}))
+        (run / "history.csv").write_text("epoch,val_psnr\n0,30.5\n1,31.25\n2,31.0\n")
+        (run / "finished.json").write_text(json.dumps({"minutes": minutes}))
+        runs.append((run, model.count_params()))
+    out = tmp_path / "out" / "architecture.json"
+    result = run_script(
+        REPO / "studies" / "architecture.py", "--quick", "--real-ct", root, "--split", split, "--runs", *[run for run, _ in runs],
+        "--models-dir", tmp_path / "models", "--out", out,
+    )
+    report = json.loads(out.read_text())
+    described = {r["run"]: r for r in report["runs"]}
+    for run, parameters in runs:
+        assert described[run.name]["parameters"] == parameters and described[run.name]["epochs"] == 3
+        assert described[run.name]["best_val_psnr"] == pytest.approx(31.25)
+    assert described["arch_drunet"]["minutes"] == 4.0 and described["arch_drunet"]["model"] == "drunet"
+    scores = json.loads(out.with_name("architecture_real_ct.json").read_text())
+    assert {s["kind"] for s in scores["sets"]} == {"slices"}  # the volume sets are left out
+    psnr = {(r["set"], r["noise"], r["method"]): r["psnr"] for r in scores["rows"] if not r["self_ensemble"]}
+    assert len(report["comparison"]["per_set"]) == 2 * 3  # two slice sets, three levels
+    entry = report["comparison"]["per_set"][-1]
+    for name in ("arch_unet", "arch_drunet"):
+        assert entry[name] == psnr[(entry["set"], entry["noise"], name)] and entry["bm3d"] == psnr[(entry["set"], entry["noise"], "bm3d")]
+        margins = [e[name] - e["bm3d"] for e in report["comparison"]["per_set"]]
+        assert report["comparison"]["mean_minus_bm3d"][name] == pytest.approx(sum(margins) / len(margins), abs=1e-3)
+    table = out.with_suffix(".md").read_text()
+    assert "| arch_drunet | drunet | 4 / 1 |" in table and "## Per set and level" in table
+    assert "arch_unet" in result.stdout
