@@ -35,7 +35,8 @@ def check_ndim(ndim):
 def conv(ndim, filters, kernel_size=3, activation="relu", padding="same", use_bias=True, name=None, dtype=None,
          kernel_initializer="glorot_uniform"):
     """``Conv{ndim}D`` with stride 1, channels-last, Glorot-uniform kernel and zero bias (the Keras defaults
-    the reference repository trained with). ``activation=None`` gives a linear layer."""
+    the reference repository trained with; ``kernel_initializer`` overrides the first). ``activation=None``
+    gives a linear layer."""
     if padding not in PADDINGS:
         raise ConfigError(f"padding must be one of {PADDINGS}, got {padding!r}")
     return _CONV[ndim](

@@ -12,7 +12,9 @@
 # The MSD lung PNG slices are not used as targets: their own noise (sigma about 0.04-0.08 in their
 # 8-bit window) is close to the training noise, and a model trained on them keeps grain in
 # (studies/real_ct_recipes.py measured it); window augmentation makes the 8-bit views instead.
-# The 3D models train on the embedded phantoms only (the only contiguous real series is held out).
+# The per-level 3D models train on the embedded phantoms only; the blind ones (REAL_3D below) also on
+# the contiguous low-dose training volumes. unet3d_blind trains in float32: under mixed_bfloat16 it
+# collapsed three times (a constant output, or the identity after a few epochs).
 # Every training runs a fixed number of epochs (no time limit), so the models do not depend on the
 # machine's speed or load.
 set -euo pipefail
@@ -55,8 +57,9 @@ declare -A COMMANDS=(
   [unet3d_noise0.05]="Train_model_denoising3D.py --model unet --filters 16 --noise 0.05"
   [resprunet3d_noise0.05]="Train_model_denoising3D.py --model resprunet --noise 0.05"
   [resprunet3d_blind]="Train_model_denoising3D.py --model resprunet --noise 0.05 --noise-range 0.01 0.12"
+  [unet3d_blind]="Train_model_denoising3D.py --model unet --filters 16 --noise 0.05 --noise-range 0.01 0.12 --precision float32"
 )
-ORDER=(unet2d_blind unet2d_lowdose resprunet2d_blind resprunet3d_blind unet2d_noise0.05 convnet2d_noise0.05 resprunet3d_noise0.05 unet3d_noise0.05 unet2d_noise0.02 convnet2d_noise0.02)
+ORDER=(unet2d_blind unet2d_lowdose resprunet2d_blind resprunet3d_blind unet3d_blind unet2d_noise0.05 convnet2d_noise0.05 resprunet3d_noise0.05 unet3d_noise0.05 unet2d_noise0.02 convnet2d_noise0.02)
 [ $# -gt 0 ] && ORDER=("$@")
 
 for name in "${ORDER[@]}"; do
