@@ -11,7 +11,8 @@ Measured:
 * total noise std against dose on that slice: ``sqrt(full^2 + added^2) / full`` against
   ``1 / sqrt(dose)`` (goal: within 10 %), and the NPS at zero frequency relative to its peak;
 * training-pipeline throughput (``utils.learning.pipeline.make_dataset``, 128 x 128 patches, batch 16, in
-  memory) with the FAST form against Gaussian noise (goal: at least half);
+  memory, 1024 samples an epoch, a warm-up epoch and then 4 timed epochs of each noise, alternating) with
+  the FAST form against Gaussian noise (goal: at least half);
 * ``figures/lowdose_nps.png``: the radially averaged NPS (normalised to unit area, cycles/mm) of the
   reference simulation and of the fast form at 0.977 mm, against the NPS measured in flat soft-tissue
   ROIs of the real low-dose volumes of TCIA Soft-tissue-Sarcoma (skipped with a message when the
@@ -76,7 +77,9 @@ def reference_speed_and_scaling(size, repeats, doses):
             "dose_scaling": rows, "nps_zero_over_peak": float(dc / nps.max())}
 
 
-def pipeline_throughput(shape, n_volumes, patch, batch, epochs):
+def pipeline_throughput(shape, n_volumes, patch, batch, epochs, samples_per_volume):
+    """Samples per second of the training pipeline with each noise: one warm-up epoch each, then
+    ``epochs`` timed epochs of each, alternating (so that a change of the machine's load hits both)."""
     import tensorflow as tf  # noqa: F401
 
     from utils.data.noise import GaussianNoise, make_noise
@@ -85,19 +88,25 @@ def pipeline_throughput(shape, n_volumes, patch, batch, epochs):
 
     volumes = [((np.clip(make_phantom(s, shape=shape), *WINDOW) - WINDOW[0]) / (WINDOW[1] - WINDOW[0])).astype(np.float32) for s in range(n_volumes)]
     sampling = PatchSampling(patch)
-    rates = {}
-    for name, noise in {"gaussian": GaussianNoise(0.05), "ct_lowdose": make_noise(0.05, "ct_lowdose", dose=0.25, hu_window=WINDOW)}.items():
-        dataset = make_dataset(volumes, sampling, noise, batch, seed=0)
-        timings = []
-        for _ in range(epochs):
-            start, count = time.perf_counter(), 0
-            for _, clean in dataset:
-                count += int(clean.shape[0])
-            timings.append((count, time.perf_counter() - start))
-        later = timings[1:] or timings
-        rates[name] = sum(n for n, _ in later) / sum(t for _, t in later)
+    noises = {"gaussian": GaussianNoise(0.05), "ct_lowdose": make_noise(0.05, "ct_lowdose", dose=0.25, hu_window=WINDOW)}
+    datasets = {name: make_dataset(volumes, sampling, noise, batch, samples_per_volume=samples_per_volume, seed=0) for name, noise in noises.items()}
+
+    def epoch(dataset):
+        start, count = time.perf_counter(), 0
+        for _, clean in dataset:
+            count += int(clean.shape[0])
+        return count, time.perf_counter() - start
+
+    for dataset in datasets.values():
+        epoch(dataset)
+    timings = {name: [] for name in datasets}
+    for _ in range(epochs):
+        for name, dataset in datasets.items():
+            timings[name].append(epoch(dataset))
+    rates = {name: sum(n for n, _ in t) / sum(s for _, s in t) for name, t in timings.items()}
     return {"samples_per_s": rates, "ratio": rates["ct_lowdose"] / rates["gaussian"],
-            "settings": {"volumes": n_volumes, "shape": list(shape), "patch": list(patch), "batch": batch, "epochs": epochs}}
+            "settings": {"volumes": n_volumes, "shape": list(shape), "patch": list(patch), "batch": batch, "epochs": epochs,
+                         "samples_per_epoch": n_volumes * samples_per_volume}}
 
 
 def flat_rois(hu, size=ROI, stride=ROI // 2):
@@ -191,7 +200,8 @@ def main(argv=None):
     ref["dose_scaling"].insert(0, {"dose": 0.5, "added_std_hu": ref["full_dose_std_hu_centre"], "total_std_ratio": np.sqrt(2.0),
                                    "expected": np.sqrt(2.0), "error": 0.0})
     print(f"reference: {ref['seconds_per_slice']:.2f} s per {size}x{size} slice; full-dose std at the centre {ref['full_dose_std_hu_centre']:.1f} HU")
-    pipe = pipeline_throughput((8, 128, 128) if args.quick else (32, 256, 256), 2, (64, 64) if args.quick else (128, 128), 16, 2 if args.quick else 3)
+    pipe = pipeline_throughput((8, 128, 128) if args.quick else (32, 256, 256), 2, (64, 64) if args.quick else (128, 128), 16,
+                               epochs=1 if args.quick else 4, samples_per_volume=16 if args.quick else 512)
     print(f"pipeline: gaussian {pipe['samples_per_s']['gaussian']:.0f}, ct_lowdose {pipe['samples_per_s']['ct_lowdose']:.0f} samples/s (ratio {pipe['ratio']:.2f})")
     spacing = 0.977
     sim = simulated_nps(spacing, 2 if args.quick else 4)
@@ -219,13 +229,15 @@ def main(argv=None):
         "# Simulated low-dose CT (`ct_lowdose`)",
         "",
         f"`python3 benchmarks/lowdose.py{' --quick' if args.quick else ''}`; machine: {report['machine']['cpu_model']}, "
-        f"{report['machine']['usable_cpus']} usable CPUs; commit {report['machine']['git_commit']}.",
+        f"{report['machine']['usable_cpus']} usable CPUs; commit {report['machine']['git_commit']}; "
+        f"load average before it ran {report['machine']['load_average'][0]:.2f}.",
         "",
         f"- Reference form (radon, Poisson + electronic noise, ramp FBP, 360 views): **{ref['seconds_per_slice']:.2f} s per {size}x{size} slice**.",
         f"- Full-dose noise that `FULL_DOSE_PHOTONS` gives on the synthetic abdomen at 0.7 mm: {ref['full_dose_std_hu_centre']:.1f} HU at the centre, "
         f"{ref['body_std_hu_full_dose']:.1f} HU over the body.",
         f"- NPS at zero frequency / NPS peak: {ref['nps_zero_over_peak']:.3f}.",
-        f"- Training pipeline ({pipe['settings']['patch'][0]}x{pipe['settings']['patch'][1]} patches, batch {pipe['settings']['batch']}): Gaussian "
+        f"- Training pipeline ({pipe['settings']['patch'][0]}x{pipe['settings']['patch'][1]} patches, batch {pipe['settings']['batch']}, "
+        f"{pipe['settings']['samples_per_epoch']} samples an epoch, {pipe['settings']['epochs']} timed epochs of each noise, alternating): Gaussian "
         f"{pipe['samples_per_s']['gaussian']:.0f} samples/s, fast `ct_lowdose` {pipe['samples_per_s']['ct_lowdose']:.0f} samples/s: **ratio {pipe['ratio']:.2f}**.",
         "",
         "## Total noise against dose (centre of the slice)",
