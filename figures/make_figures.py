@@ -30,6 +30,7 @@ if __name__ == "__main__" and not __package__:  # run by path: re-run as python3
 
 from utils.application.assessment import read_metrics_csv, summarise, summary_table  # noqa: E402
 from utils.base.atomic import write_text  # noqa: E402
+from utils.base.defaults import MULTISCALE_MODELS  # noqa: E402
 
 FIGURES = REPO / "figures"
 RESULTS_SECTION = "results"
@@ -109,7 +110,7 @@ def shipped_models_markdown():
         settings = json.loads((MODELS_DIR / f"{stem}.config.json").read_text())["settings"]
         summary = record["summary"]
         architecture = f"{settings['ndim']}D {settings['model']}, {settings['filters']} filters"
-        if settings["model"] in ("unet", "resprunet", "drunet"):
+        if settings["model"] in MULTISCALE_MODELS:
             architecture += f", depth {settings['depth']}"
         lines.append(
             f"| `{stem}.keras` | {architecture} | {_noise_description(settings)} | {_data_description(settings)} | "
