@@ -30,7 +30,7 @@ LEARNING_RATE = 1e-3
 LR_SCHEDULE = "cosine"  # constant or cosine
 DATA = ()  # empty: the embedded phantoms in data/phantom/
 HU_WINDOW = DEFAULT_HU_WINDOW  # (-1000, 400)
-PRECISION = "mixed_bfloat16"  # float32, mixed_bfloat16 (CPUs with AVX512-BF16, recent GPUs), mixed_float16 (GPUs)
+PRECISION = "auto"  # auto (mixed_bfloat16 where the CPU or GPU computes in bfloat16, else float32), float32, mixed_bfloat16, mixed_float16
 TIME_LIMIT_MINUTES = 15.0  # a guard: the default 45 epochs take 12-14.5 minutes on 2 CPU cores
 SEED = 0
 QUICK = dict(filters=4, patch=(8, 32, 32), batch_size=2, epochs=2, samples_per_volume=4, validation_samples_per_volume=4, time_limit_minutes=0.0)

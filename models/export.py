@@ -24,7 +24,7 @@ def export_run(run_dir, dest, command=""):
     summary_path = run_dir / "finished.json"
     if not summary_path.is_file():
         raise ConfigError(f"{run_dir} holds no finished training run (no finished.json); finish or resume it first")
-    model, config = load_model(run_dir / "model_best.keras")
+    model, config = load_model(run_dir / "model_best.keras", precision=None)  # a faithful copy
     dest.parent.mkdir(parents=True, exist_ok=True)
     records = {
         "config": dest.with_name(f"{dest.stem}.config.json"),

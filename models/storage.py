@@ -22,6 +22,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from models.precision import with_precision
 from models.reference_h5 import describe_reference_h5, load_reference_h5
 from utils.base.atomic import atomic_path
 from utils.base.errors import ConfigError, ModelFileError
@@ -53,8 +54,12 @@ def save_model(model, path, config):
     return path
 
 
-def load_model(path):
+def load_model(path, precision="auto"):
     """Load a ``.keras`` file saved by ``save_model`` (or any safe ``.keras``), or a reference ``.h5``.
+
+    ``precision``: ``"auto"`` runs a model saved from a mixed-precision run in float32 on machines that do
+    not compute in bfloat16 natively (:func:`models.precision.with_precision`: same weights, several times
+    faster there); ``"float32"`` always in float32; ``None`` keeps the layers' policies as saved.
 
     Returns:
         ``(model, config)``: the uncompiled model and its embedded configuration (``{}`` for a ``.keras``
@@ -81,7 +86,7 @@ def load_model(path):
     except Exception as err:  # Keras raises ValueError, TypeError, OSError, KeyError... all mean "unusable"
         problem = f"Keras could not load it with safe_mode=True ({type(err).__name__}: {err})"
         raise ModelFileError(path, problem) from None
-    return model, config
+    return with_precision(model, precision), config
 
 
 def read_config(path):

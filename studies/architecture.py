@@ -1,12 +1,16 @@
-"""Which 2D architecture gives the most dB on unseen real CT for the same training time? Finished runs scored.
+"""Which 2D architecture (or training recipe) gives the most dB on unseen real CT? Finished runs scored.
 
     python3 studies/architecture.py --runs results/arch_unet results/arch_drunet
+    python3 studies/architecture.py --runs trained_models/unet2d_blind.keras results/ft_clean results/ft_with_lowdose \
+        --title "..." --out studies/RESULTS_lowdose_targets.json
 
-Each ``--runs`` folder is a finished ``Train_model_denoising2D.py`` run. The study lists what each
-run is (model, filters, depth, parameters) and what it cost (epochs, wall-clock minutes, its best
-validation PSNR), exports its best model (``models.export``, named after the run folder) and scores
-it with ``studies/real_ct.py`` on the real test slices of the patient-level split, against BM3D given
-the true sigma, at ``--levels``: the same sets, noise and metrics as the README's real-CT table.
+Each ``--runs`` entry is a finished ``Train_model_denoising2D.py`` run folder, or an exported model
+(``models.export``: a ``.keras`` file with its ``.config.json``, ``.history.csv`` and ``.run.json``
+beside it, as in ``trained_models/``). The study lists what each run is (model, filters, depth,
+parameters, data paths, the model it started from) and what it cost (epochs, wall-clock minutes, its
+best validation PSNR), exports a run folder's best model (named after the folder) and scores every
+model with ``studies/real_ct.py`` on the real test slices of the patient-level split, against BM3D
+given the true sigma, at ``--levels``: the same sets, noise and metrics as the README's real-CT table.
 
 A fair comparison gives every run the same recipe and the same wall-clock budget on the same
 machine at the same time. The runs quoted in ``studies/RESULTS_architecture.md`` were trained side
@@ -21,6 +25,19 @@ by side (each with about one of the two cores), on the recipe of the shipped bli
     # the same with --model drunet --filters 16 --depth 3 --out results/arch_drunet
 
 (a constant learning rate, because a cosine schedule would depend on how many epochs the budget allows).
+
+``studies/RESULTS_lowdose_targets.md`` asks whether the 18 low-dose volumes, whose own noise stays in
+their targets, cost the blind 2D U-Net dB on clean CT. Two runs continue the shipped ``unet2d_blind``
+for 10 epochs, one after the other (two TensorFlow trainings side by side on 2 cores ran about ten
+times slower each), on its recipe with and without them (``CLEAN`` = the output of ``--kinds clean``,
+``LOW`` = of ``--kinds clean lowdose``)::
+
+    python3 Train_model_denoising2D.py --model unet --filters 24 --depth 3 --noise 0.05 --noise-range 0.01 0.12 \\
+        --epochs 10 --learning-rate 2e-4 --lr-schedule cosine --precision float32 \\
+        --init-model trained_models/unet2d_blind.keras --data data/phantom/train $CLEAN --samples-per-volume 8 \\
+        --validation-data data/phantom/val --window-augmentation 0.5 --zoom-range 0.3 1.6 --time-limit-minutes 0 \\
+        --out results/ft_clean
+    # the same with $LOW and --out results/ft_with_lowdose
 
 Results: printed, and written atomically to ``--out`` (default ``studies/RESULTS_architecture.json``) and
 the markdown beside it; the per-set tables of ``studies/real_ct.py`` go to ``<out>_real_ct.json``/``.md``.
@@ -42,11 +59,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from benchmarks.common import command_line, describe_machine, markdown_table, text_table  # noqa: E402
 
 DEFAULT_OUT = REPO / "studies" / "RESULTS_architecture.json"
+DEFAULT_TITLE = "Architectures for the same training time, on real CT no model saw"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=Path, nargs="+", required=True, help="finished 2D training run folders")
+    parser.add_argument("--runs", type=Path, nargs="+", required=True, help="finished 2D training run folders or exported .keras models")
+    parser.add_argument("--title", default=DEFAULT_TITLE, help="heading of the markdown results")
     parser.add_argument("--levels", default="0.02,0.05,0.1", help="noise sigmas, comma separated")
     parser.add_argument("--sets", nargs="+", default=None, help="real test sets (default: every slice set)")
     parser.add_argument("--models-dir", type=Path, default=REPO / "results" / "architecture", help="where the runs' models are exported")
@@ -65,7 +84,7 @@ def main(argv=None):
     names = [run["run"] for run in runs]
     if len(set(names)) != len(names):
         raise SystemExit(f"error: run folders must have distinct names, got {names}")
-    model_files = [export_run(run, args.models_dir / f"{run.name}.keras")[0] for run in args.runs]
+    model_files = [run if run.suffix == ".keras" else export_run(run, args.models_dir / f"{run.name}.keras")[0] for run in args.runs]
     real_ct_out = args.out.with_name(args.out.stem + "_real_ct.json")
     real_ct_args = ["--models", *map(str, model_files), "--levels", args.levels, "--out", str(real_ct_out)]
     real_ct_args += ["--sets", *args.sets] if args.sets else ["--kinds", "slices"]
@@ -78,7 +97,7 @@ def main(argv=None):
     comparison = compare(scores["rows"], names, slice_sets)
 
     report = {
-        "benchmark": "architecture", "command": command, "runs": runs, "comparison": comparison,
+        "benchmark": "architecture", "title": args.title, "command": command, "runs": runs, "comparison": comparison,
         "real_ct_results": str(real_ct_out.relative_to(REPO) if real_ct_out.is_relative_to(REPO) else real_ct_out),
         "minutes": round((time.monotonic() - started) / 60, 2), "machine": describe_machine(),
     }
@@ -92,24 +111,36 @@ def main(argv=None):
     return args.out
 
 
-def describe_run(run):
-    """What a finished run is and what it cost, from its config.json, history.csv and finished.json."""
+def run_records(run):
+    """``(name, files)`` of a finished run folder, or of an exported model and its sidecar records."""
     run = Path(run)
-    for name in ("config.json", "history.csv", "finished.json", "model_best.keras"):
-        if not (run / name).exists():
-            raise SystemExit(f"error: {run}: no {name} (not a finished training run)")
-    settings = json.loads((run / "config.json").read_text())["settings"]
-    with open(run / "history.csv", newline="") as handle:
+    if run.suffix == ".keras":
+        stem = run.with_suffix("")
+        files = {"model": run, **{key: Path(f"{stem}.{key}.{ext}") for key, ext in (("config", "json"), ("history", "csv"), ("run", "json"))}}
+        return run.stem, files
+    files = {"model": run / "model_best.keras", "config": run / "config.json", "history": run / "history.csv", "finished": run / "finished.json"}
+    return run.name, files
+
+
+def describe_run(run):
+    """What a finished run is and what it cost, from its config, history and summary."""
+    name, files = run_records(run)
+    for path in files.values():
+        if not path.exists():
+            raise SystemExit(f"error: {run}: no {path.name} (not a finished training run or an exported model)")
+    settings = json.loads(files["config"].read_text())["settings"]
+    with open(files["history"], newline="") as handle:
         history = list(csv.DictReader(handle))
-    finished = json.loads((run / "finished.json").read_text())
+    summary = json.loads(files["finished"].read_text()) if "finished" in files else json.loads(files["run"].read_text())["summary"]
     from models import load_model
 
-    model, _ = load_model(run / "model_best.keras")
+    model, _ = load_model(files["model"])
     return {
-        "run": run.name, "model": settings["model"], "filters": settings["filters"], "depth": settings["depth"],
-        "parameters": int(model.count_params()), "epochs": len(history), "minutes": float(finished.get("minutes", float("nan"))),
+        "run": name, "model": settings["model"], "filters": settings["filters"], "depth": settings["depth"],
+        "parameters": int(model.count_params()), "epochs": len(history), "minutes": float(summary.get("minutes", float("nan"))),
         "best_val_psnr": max(float(row["val_psnr"]) for row in history),
         "noise_range": settings.get("noise_range") or [settings["noise"]],
+        "data_paths": len(settings.get("data") or ()), "init_model": Path(settings.get("init_model") or "").name,
     }
 
 
@@ -126,10 +157,11 @@ def compare(rows, names, slice_sets):
 
 
 def comparison_table(runs, comparison):
-    header = ["run", "model", "filters / depth", "parameters", "epochs", "minutes", "val PSNR dB", "real slices vs BM3D dB"]
+    header = ["run", "model", "filters / depth", "parameters", "data paths", "started from", "epochs", "minutes", "val PSNR dB", "real slices vs BM3D dB"]
     rows = [
-        [r["run"], r["model"], f"{r['filters']} / {r['depth']}", f"{r['parameters']:,}", r["epochs"], f"{r['minutes']:.1f}",
-         f"{r['best_val_psnr']:.2f}", f"{comparison['mean_minus_bm3d'][r['run']]:+.2f}"]
+        [r["run"], r["model"], f"{r['filters']} / {r['depth']}", f"{r['parameters']:,}", r.get("data_paths", "-"),
+         r.get("init_model") or "scratch", r["epochs"], f"{r['minutes']:.1f}", f"{r['best_val_psnr']:.2f}",
+         f"{comparison['mean_minus_bm3d'][r['run']]:+.2f}"]
         for r in runs
     ]
     return header, rows
@@ -138,14 +170,14 @@ def comparison_table(runs, comparison):
 def markdown(report, header, rows):
     names = [r["run"] for r in report["runs"]]
     lines = [
-        "# Architectures for the same training time, on real CT no model saw", "",
+        f"# {report.get('title', DEFAULT_TITLE)}", "",
         f"`{report['command']}`: {report['minutes']:.1f} min, on {report['machine']['cpu_model']}, "
         f"{report['machine']['logical_cpus']} CPUs, commit {report['machine']['git_commit']}.", "",
         "Protocol: `studies/architecture.py` (its docstring gives the training commands); the scores are "
         f"those of `studies/real_ct.py` ([{Path(report['real_ct_results']).with_suffix('.md').name}]"
         f"({Path(report['real_ct_results']).with_suffix('.md').name})): the real test slices of the split, Gaussian "
         "noise, BM3D given the true sigma, single pass.", "",
-        *markdown_table(header, rows, "llrrrrrr"), "",
+        *markdown_table(header, rows, "llrrrlrrrr"), "",
         f"The last column is the mean over {report['comparison']['n_sets_levels']} (set, level) pairs.", "",
         "## Per set and level (PSNR dB)", "",
     ]

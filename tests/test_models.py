@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from models import MODEL_NAMES, build_model, load_model, predict, read_config, save_model
+from models.precision import is_mixed, resolve_precision
 from utils.base.errors import ConfigError, ModelFileError
 
 
@@ -149,6 +150,54 @@ def test_mixed_precision_outputs_float32(policy, name, rng):
     assert model.layers[-1].compute_dtype == "float32"
     assert output.dtype == tf.float32
     assert np.isfinite(output.numpy()).all()
+
+
+@pytest.mark.parametrize(
+    "gpus, cpu_flags, expected",
+    [
+        ([], {"avx2", "fma"}, "float32"),  # AVX2 only: bfloat16 would run on slow fallback kernels
+        ([], {"avx512f", "avx512_bf16"}, "mixed_bfloat16"),
+        ([], {"amx_bf16", "amx_tile"}, "mixed_bfloat16"),
+        ([], set(), "float32"),  # flags unreadable
+        ([(8, 0), (9, 0)], set(), "mixed_bfloat16"),  # the GPUs compute, whatever the CPU
+        ([(8, 6), (7, 5)], {"avx512_bf16"}, "float32"),  # one older GPU among them
+    ],
+)
+def test_auto_precision_is_bfloat16_only_where_the_hardware_has_it(gpus, cpu_flags, expected):
+    policy, reason = resolve_precision("auto", gpus=gpus, cpu_flags=cpu_flags)
+    assert policy == expected
+    assert reason
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16", "mixed_float16"])
+def test_an_explicit_precision_is_kept(precision):
+    assert resolve_precision(precision, gpus=[], cpu_flags=set())[0] == precision
+
+
+@pytest.mark.parametrize("name", ["unet", "resprunet", "drunet"])
+def test_a_mixed_precision_file_loads_in_float32_with_its_weights(name, tmp_path, rng):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        keras.utils.set_random_seed(5)
+        model = build_model(name, ndim=2, filters=4, residual=name != "resprunet")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    for layer in model.layers:  # DRUNet starts with zero layers: make every output depend on the weights
+        if layer.weights and not np.any(layer.kernel.numpy()):
+            layer.kernel.assign(rng.normal(0, 0.3, layer.kernel.shape))
+    path = save_model(model, tmp_path / "mixed.keras", {"model": name})
+    as_saved, _ = load_model(path, precision=None)
+    in_float32, _ = load_model(path, precision="float32")
+    assert is_mixed(as_saved) and not is_mixed(in_float32)
+    assert {layer.dtype_policy.name for layer in in_float32.layers} == {"float32"}
+    for saved, rebuilt in zip(as_saved.weights, in_float32.weights):
+        np.testing.assert_array_equal(saved.numpy(), rebuilt.numpy())
+    batch = _inputs(model, (2, 24, 20, 1), rng)
+    exact = in_float32.predict_on_batch(batch)
+    error = np.abs(as_saved.predict_on_batch(batch) - exact).max()
+    assert 0 < error < 0.05 * np.ptp(exact)  # the same network, bfloat16 rounding apart
+    auto, _ = load_model(path)
+    assert is_mixed(auto) == (resolve_precision("auto")[0] != "float32")
 
 
 def test_builds_and_predicts_under_mirrored_strategy(rng):

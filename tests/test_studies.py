@@ -218,6 +218,17 @@ def test_architecture_study_scores_finished_runs_on_the_real_test_slices(tmp_pat
         (run / "history.csv").write_text("epoch,val_psnr\n0,30.5\n1,31.25\n2,31.0\n")
         (run / "finished.json").write_text(json.dumps({"minutes": minutes}))
         runs.append((run, model.count_params()))
+    # An exported model (as in trained_models/) fine-tuned from another, with its records beside it.
+    shipped = tmp_path / "exported" / "shipped.keras"
+    shipped.parent.mkdir()
+    settings = {"model": "unet", "ndim": 2, "filters": 4, "depth": 1, "noise": 0.05, "noise_range": [0.01, 0.12],
+                "data": ["a", "b"], "init_model": "trained_models/base.keras"}
+    model = build_model("unet", ndim=2, filters=4, depth=1, residual=True)
+    save_model(model, shipped, settings)
+    (shipped.parent / "shipped.config.json").write_text(json.dumps({"settings": settings}))
+    (shipped.parent / "shipped.history.csv").write_text("epoch,val_psnr\n0,30.5\n1,31.25\n2,31.0\n")
+    (shipped.parent / "shipped.run.json").write_text(json.dumps({"command": "", "summary": {"minutes": 5.0}}))
+    runs.append((shipped, model.count_params()))
     out = tmp_path / "out" / "architecture.json"
     result = run_script(
         REPO / "studies" / "architecture.py", "--quick", "--real-ct", root, "--split", split, "--runs", *[run for run, _ in runs],
@@ -226,18 +237,21 @@ def test_architecture_study_scores_finished_runs_on_the_real_test_slices(tmp_pat
     report = json.loads(out.read_text())
     described = {r["run"]: r for r in report["runs"]}
     for run, parameters in runs:
-        assert described[run.name]["parameters"] == parameters and described[run.name]["epochs"] == 3
-        assert described[run.name]["best_val_psnr"] == pytest.approx(31.25)
+        assert described[run.stem]["parameters"] == parameters and described[run.stem]["epochs"] == 3
+        assert described[run.stem]["best_val_psnr"] == pytest.approx(31.25)
+    assert described["shipped"]["minutes"] == 5.0 and described["shipped"]["data_paths"] == 2
+    assert not (tmp_path / "models" / "shipped.keras").exists()  # an exported model is scored where it is
     assert described["arch_drunet"]["minutes"] == 4.0 and described["arch_drunet"]["model"] == "drunet"
     scores = json.loads(out.with_name("architecture_real_ct.json").read_text())
     assert {s["kind"] for s in scores["sets"]} == {"slices"}  # the volume sets are left out
     psnr = {(r["set"], r["noise"], r["method"]): r["psnr"] for r in scores["rows"] if not r["self_ensemble"]}
     assert len(report["comparison"]["per_set"]) == 2 * 3  # two slice sets, three levels
     entry = report["comparison"]["per_set"][-1]
-    for name in ("arch_unet", "arch_drunet"):
+    for name in ("arch_unet", "arch_drunet", "shipped"):
         assert entry[name] == psnr[(entry["set"], entry["noise"], name)] and entry["bm3d"] == psnr[(entry["set"], entry["noise"], "bm3d")]
         margins = [e[name] - e["bm3d"] for e in report["comparison"]["per_set"]]
         assert report["comparison"]["mean_minus_bm3d"][name] == pytest.approx(sum(margins) / len(margins), abs=1e-3)
     table = out.with_suffix(".md").read_text()
     assert "| arch_drunet | drunet | 4 / 1 |" in table and "## Per set and level" in table
+    assert "| 2 | base.keras | 3 | 5.0 |" in table  # data paths, started from, epochs, minutes
     assert "arch_unet" in result.stdout

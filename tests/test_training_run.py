@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from models import build_model
+from models.precision import resolve_precision
 from models.storage import save_model
 from utils.learning import training
 from utils.learning.config import TrainingConfig
@@ -93,3 +94,15 @@ def test_run_writes_config_trains_and_finishes(tmp_path):
     assert summary["epochs_completed"] == 2 and summary["replicas"] == 1
     assert (run.path / "model_final.keras").is_file() and not (run.path / "backup").exists()
     assert "Best validation PSNR" in training.summary_line(summary)
+
+
+
+def test_configure_runtime_sets_the_resolved_policy(capsys):
+    import keras
+
+    try:
+        training.configure_runtime(TrainingConfig(precision="auto"), OPTIONS)
+        assert keras.mixed_precision.global_policy().name == resolve_precision("auto")[0]
+        assert "Precision: " in capsys.readouterr().out
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -30,7 +30,8 @@ from utils.base.errors import ConfigError, ModelFileError
 # when a setting changes meaning or is removed, and teach TrainingConfig.from_embedded the older layouts.
 CONFIG_VERSION = 1
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# "auto" is resolved on the machine that trains (models.precision.resolve_precision).
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("none", "mirrored", "multiworker")
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -319,6 +320,7 @@ def environment_record():
         "keras": keras.__version__,
         "numpy": numpy.__version__,
         "devices": [d.name for d in tf.config.list_logical_devices()],
+        "precision_policy": keras.mixed_precision.global_policy().name,
     }
     from utils.base.defaults import REPO_ROOT as repo
     try:

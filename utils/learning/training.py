@@ -35,6 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from models.precision import resolve_precision
 from utils.base import atomic, locks
 from utils.learning.config import TrainingConfig, environment_record
 from utils.base.errors import ConfigError, DataError, ModelFileError, RunDirectoryError
@@ -141,7 +142,10 @@ def configure_runtime(config, options=None):
     keras.utils.set_random_seed(config.seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-    keras.mixed_precision.set_global_policy(config.precision)
+    policy, reason = resolve_precision(config.precision)
+    if config.precision == "auto":
+        print(f"Precision: {policy} ({reason})")
+    keras.mixed_precision.set_global_policy(policy)
 
 
 class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
@@ -378,7 +382,8 @@ def load_initial_model(config):
     from models.inference import model_info
     from models.storage import load_model
 
-    model, _ = load_model(config.init_model)
+    # A mixed-precision file continues in float32 where this run trains in float32.
+    model, _ = load_model(config.init_model, precision=resolve_precision(config.precision)[0])
     info = model_info(model)
     if info.ndim != config.ndim or info.needs_prior != config.prior:
         kind = f"{info.ndim}D{' with a prior input' if info.needs_prior else ''}"
