@@ -12,7 +12,7 @@ from models import build_model
 from models.precision import resolve_precision
 from models.storage import save_model
 from utils.learning import training
-from utils.learning.config import TrainingConfig
+from utils.learning.config import TrainingConfig, environment_record
 from utils.base.errors import ConfigError, DataError, ModelFileError, RunDirectoryError, user_errors
 from utils.learning.pipeline import balanced_samples_per_volume
 
@@ -96,7 +96,6 @@ def test_run_writes_config_trains_and_finishes(tmp_path):
     assert "Best validation PSNR" in training.summary_line(summary)
 
 
-
 def test_configure_runtime_sets_the_resolved_policy(capsys):
     import keras
 
@@ -104,5 +103,6 @@ def test_configure_runtime_sets_the_resolved_policy(capsys):
         training.configure_runtime(TrainingConfig(precision="auto"), OPTIONS)
         assert keras.mixed_precision.global_policy().name == resolve_precision("auto")[0]
         assert "Precision: " in capsys.readouterr().out
+        assert environment_record()["precision_policy"] == resolve_precision("auto")[0]  # what config.json records
     finally:
         keras.mixed_precision.set_global_policy("float32")
