@@ -18,6 +18,16 @@ from utils.base.atomic import atomic_path, write_json
 from utils.base.errors import ConfigError
 
 
+def record_paths(dest):
+    """The records written beside an exported model ``dest``: its config, training log and command."""
+    dest = Path(dest)
+    return {
+        "config": dest.with_name(f"{dest.stem}.config.json"),
+        "history": dest.with_name(f"{dest.stem}.history.csv"),
+        "run": dest.with_name(f"{dest.stem}.run.json"),
+    }
+
+
 def export_run(run_dir, dest, command=""):
     """Copy the best model of the finished run in ``run_dir`` to ``dest`` with its records; return the paths written."""
     run_dir, dest = Path(run_dir), Path(dest)
@@ -26,11 +36,7 @@ def export_run(run_dir, dest, command=""):
         raise ConfigError(f"{run_dir} holds no finished training run (no finished.json); finish or resume it first")
     model, config = load_model(run_dir / "model_best.keras", precision=None)  # a faithful copy
     dest.parent.mkdir(parents=True, exist_ok=True)
-    records = {
-        "config": dest.with_name(f"{dest.stem}.config.json"),
-        "history": dest.with_name(f"{dest.stem}.history.csv"),
-        "run": dest.with_name(f"{dest.stem}.run.json"),
-    }
+    records = record_paths(dest)
     for source, target in ((run_dir / "config.json", records["config"]), (run_dir / "history.csv", records["history"])):
         with atomic_path(target) as tmp:
             shutil.copyfile(source, tmp)

@@ -115,9 +115,9 @@ def run_records(run):
     """``(name, files)`` of a finished run folder, or of an exported model and its sidecar records."""
     run = Path(run)
     if run.suffix == ".keras":
-        stem = run.with_suffix("")
-        files = {"model": run, **{key: Path(f"{stem}.{key}.{ext}") for key, ext in (("config", "json"), ("history", "csv"), ("run", "json"))}}
-        return run.stem, files
+        from models.export import record_paths
+
+        return run.stem, {"model": run, **record_paths(run)}
     files = {"model": run / "model_best.keras", "config": run / "config.json", "history": run / "history.csv", "finished": run / "finished.json"}
     return run.name, files
 
