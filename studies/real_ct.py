@@ -383,8 +383,11 @@ def file_sha256(path, _memo={}):
 def cache_key(test_set, samples, sigma, method):
     """What a (set, level, method) result depends on, and its hash: data, crops, seed, level, method settings.
 
-    Baselines are named by their solver arguments, models by their file's SHA-256, pass and tiling.
+    Baselines are named by their solver arguments, models by their file's SHA-256, pass, tiling and the
+    precision they ran in (a mixed-precision file runs in float32 where bfloat16 is not native,
+    ``models.precision``, and its outputs differ by up to about 0.1 dB).
     """
+    from models.precision import is_mixed
     from utils.application.assessment import ModelMethod
 
     record = {
@@ -397,7 +400,8 @@ def cache_key(test_set, samples, sigma, method):
         "method": method.name,
     }
     if isinstance(method, ModelMethod):
-        record.update(model_sha256=file_sha256(method.path), self_ensemble=method.self_ensemble, tile_shape=method.tile_shape)
+        record.update(model_sha256=file_sha256(method.path), self_ensemble=method.self_ensemble, tile_shape=method.tile_shape,
+                      compute_dtype="mixed_bfloat16" if is_mixed(method.model) else "float32")
     else:
         record["params"] = {k: (round(v, 8) if isinstance(v, float) else v) for k, v in sorted(method.params.items())}
     text = json.dumps(record, sort_keys=True, default=str)

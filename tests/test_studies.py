@@ -177,6 +177,35 @@ def test_real_ct_quick_scores_only_test_patients_with_the_models_of_each_level(t
     assert "fake_abdomen volume 3 mm" in result.stdout and "vs BM4D" in result.stdout
 
 
+def test_real_ct_cache_keys_a_model_by_the_precision_it_ran_in(tmp_path, rng):
+    """A mixed-precision file run in float32 gives other numbers: its cached results must not be reused."""
+    import types
+
+    import keras
+
+    from models import build_model, load_model, save_model
+    from studies.real_ct import cache_key
+    from utils.application.assessment import ModelMethod
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_model("unet", ndim=2, filters=4, depth=1, residual=True)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    config = {"model": "unet", "ndim": 2, "noise": 0.05}
+    path = save_model(model, tmp_path / "mixed.keras", config)
+    clean = rng.random((16, 16), dtype=np.float32)
+    test_set = types.SimpleNamespace(name="set", description="one image")
+    samples = [types.SimpleNamespace(name="a", clean=clean)]
+
+    def key(precision):
+        method = ModelMethod(path, load_model(path, precision=precision)[0], config)
+        return cache_key(test_set, samples, 0.05, method)
+
+    (as_saved, record), (in_float32, _), (again, _) = key(None), key("float32"), key("float32")
+    assert record["compute_dtype"] == "mixed_bfloat16" and as_saved != in_float32 and in_float32 == again
+
+
 @pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "real_ct").is_dir(), reason="the shared real CT (../shared) is absent")
 @pytest.mark.e2e
 def test_lowdose_quality_study_quick_run(tmp_path):
