@@ -1,4 +1,4 @@
-"""Shared fixtures: locations of the read-only real CT and seed models beside the checkout."""
+"""Shared fixtures: locations of the read-only real CT and seed models beside the checkout, one quick training run."""
 
 import os
 from pathlib import Path
@@ -18,6 +18,16 @@ def _require(path):
     if not path.exists():
         pytest.skip(f"{path} is absent: these tests need the read-only shared/ folder beside the checkout")
     return path
+
+
+@pytest.fixture(scope="session")
+def quick_2d_run(tmp_path_factory):
+    """One finished ``Train_model_denoising2D.py --quick`` run, shared read-only: (run folder, its process result)."""
+    from tests.scripts import run_script
+
+    out = tmp_path_factory.mktemp("runs") / "quick2d"
+    result = run_script(REPO / "Train_model_denoising2D.py", "--quick", "--out", out)
+    return out, result
 
 
 @pytest.fixture

@@ -11,11 +11,10 @@ from tests.scripts import REPO, run_script
 
 
 @pytest.mark.e2e
-def test_real_ct_recipes_score_a_run_against_bm3d_on_held_out_data(tmp_path):
+def test_real_ct_recipes_score_a_run_against_bm3d_on_held_out_data(tmp_path, quick_2d_run):
     from tests.ct_files import write_nifti
 
-    run = tmp_path / "quick_recipe"
-    run_script(REPO / "Train_model_denoising2D.py", "--quick", "--out", run)
+    run, _ = quick_2d_run
     zz, yy, xx = np.mgrid[:8, :64, :64]
     held_out = tmp_path / "held_out.nii.gz"
     hu = (-600 + 500 * np.sin(yy / 7.0 + zz / 3.0) * np.cos(xx / 9.0)).astype(np.float32)
@@ -26,12 +25,12 @@ def test_real_ct_recipes_score_a_run_against_bm3d_on_held_out_data(tmp_path):
         REPO / "studies" / "real_ct_recipes.py", "--real-ct", held_out, "--runs", run, "--out", out, "--markdown", table
     )
     report = json.loads(out.read_text())
-    assert "| quick_recipe | embedded phantoms, 4 samples per volume | 2 |" in table.read_text()
+    assert f"| {run.name} | embedded phantoms, 4 samples per volume | 2 |" in table.read_text()
     (recipe,) = report["recipes"]
-    assert recipe["run"] == "quick_recipe" and recipe["data"] == "embedded phantoms, 4 samples per volume" and recipe["epochs"] == 2
+    assert recipe["run"] == run.name and recipe["data"] == "embedded phantoms, 4 samples per volume" and recipe["epochs"] == 2
     assert math.isfinite(recipe["psnr"]) and report["bm3d_psnr"] > report["noisy_psnr"] + 3
     assert recipe["psnr_minus_bm3d"] == pytest.approx(recipe["psnr"] - report["bm3d_psnr"], abs=1e-3)
-    assert "quick_recipe" in result.stdout and "vs BM3D" in result.stdout
+    assert run.name in result.stdout and "vs BM3D" in result.stdout
 
 
 @pytest.mark.bad_input

@@ -44,13 +44,6 @@ def stored_weight_groups(keras_file):
         return set(weights.keys())
 
 
-@pytest.fixture(scope="module")
-def quick_2d_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "quick2d"
-    result = run_script(SCRIPT_2D, "--quick", "--out", out)
-    return out, result
-
-
 def test_quick_2d_run_writes_every_output(quick_2d_run):
     out, result = quick_2d_run
     for name in ("model_best.keras", "model_final.keras", "config.json", "history.csv", "finished.json"):
