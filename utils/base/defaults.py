@@ -51,3 +51,4 @@ MODELS_DIR = "trained_models"  # the shipped models
 RESULTS_DIR = "results"  # run folders and assessment outputs
 TUNED_DIR = "results/tuned"  # tuned parameters of the classical methods
 PHANTOM_DIR = "data/phantom"  # the embedded phantom dataset (train, val, test)
+REAL_CT_SAMPLE_DIR = "data/real_ct_sample"  # the committed real CT slices the default 2D training mixes in

@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from models.precision import resolve_precision
 from utils.base import atomic, locks
+from utils.base.defaults import REAL_CT_SAMPLE_DIR, REPO_ROOT
 from utils.learning.config import TrainingConfig, environment_record
 from utils.base.errors import ConfigError, DataError, ModelFileError, RunDirectoryError
 from utils.data.noise import estimate_noise_sigma, make_noise
@@ -240,9 +241,11 @@ def noisy_target_warnings(description, noise_sigma):
 def resolve_data(config, quick=False):
     """Training and validation volumes for ``config``, plus a description for config.json.
 
-    With no ``--data``, the embedded phantom dataset is used (generated under ``data/`` on
-    first use; ``quick`` uses a tiny one). With ``--data`` and no ``--validation-data``, volumes
-    (or the last slices of a single volume) are held out for validation.
+    With no ``--data``, the embedded default data: the phantom dataset (generated under ``data/``
+    on first use; ``quick`` uses a tiny one) and, for 2D runs but not ``quick`` ones, the real CT
+    sample committed in ``data/real_ct_sample/``, the two balanced (half of every epoch each,
+    :func:`samples_per_volume`). With ``--data`` and no ``--validation-data``, volumes (or the last
+    slices of a single volume) are held out for validation.
     """
     if config.data:
         train, described = load_volumes(config.data, config.hu_window)
@@ -258,11 +261,19 @@ def resolve_data(config, quick=False):
     settings = QUICK_PHANTOMS if quick else {}
     splits = ensure_default_dataset(**settings)
     train, described = load_volumes(splits["train"], config.hu_window)
+    balanced = False
+    sample = REPO_ROOT / REAL_CT_SAMPLE_DIR
+    if config.ndim == 2 and not quick and sample.is_dir():
+        real, real_described = load_volumes([sample], config.hu_window)
+        phantoms = str(Path(splits["train"][0]).parent)  # one source for the balance, not one per phantom file
+        described = [{**entry, "data_path": phantoms} for entry in described]
+        real_described = [{**entry, "data_path": REAL_CT_SAMPLE_DIR} for entry in real_described]
+        train, described, balanced = train + real, described + real_described, True
     if config.validation_data:
         val, val_described = load_volumes(config.validation_data, config.hu_window)
     else:
         val, val_described = load_volumes(splits["val"], config.hu_window)
-    return train, val, {"train": described, "validation": val_described}
+    return train, val, {"train": described, "validation": val_described, "balanced": balanced}
 
 
 # Normal anatomy at low resolution (4 mm pixels), so smoke runs still see CT-like images.
@@ -337,7 +348,7 @@ def samples_per_volume(config, volumes, sampling, description=None):
     ``description`` is :func:`load_training_volumes`' record of the volumes (it names their paths).
     """
     per_volume = config.samples_per_volume or None
-    if not config.balance_data:
+    if not (config.balance_data or (description or {}).get("balanced")):  # the default data are balanced
         return per_volume
     sources = [volume.get("data_path") for volume in (description or {}).get("train", [])] or [None] * len(volumes)
     return balanced_samples_per_volume(volumes, sources, sampling, per_volume)
