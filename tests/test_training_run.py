@@ -106,3 +106,75 @@ def test_configure_runtime_sets_the_resolved_policy(capsys):
         assert environment_record()["precision_policy"] == resolve_precision("auto")[0]  # what config.json records
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+# ----------------------------------------------------------------------------- the learning-rate schedule and time limit
+def test_shortenable_cosine_decay_is_keras_cosine_decay_until_shortened():
+    import keras
+
+    from utils.learning.schedules import ShortenableCosineDecay
+
+    ours, keras_cosine = ShortenableCosineDecay(1e-3, 100, alpha=0.01), keras.optimizers.schedules.CosineDecay(1e-3, 100, alpha=0.01)
+    for step in (0, 1, 37, 99, 100, 250):
+        assert float(ours(step)) == pytest.approx(float(keras_cosine(step)), rel=1e-5), step
+    assert ours.shorten(40) == 40 and ours.shorten(80) == 40  # shortened, never lengthened
+    assert float(ours(40)) == pytest.approx(1e-5, rel=1e-4) and float(ours(20)) == pytest.approx(float(keras_cosine(50)), rel=1e-5)
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(ours))
+    assert isinstance(again, ShortenableCosineDecay) and float(again(20)) == pytest.approx(float(ours(20)))
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_time_limit_ends_the_cosine_decay_at_the_last_epoch_that_fits(capsys):
+    """5 minutes, 60 s epochs, 100 planned: the decay is replanned to end with epoch 5, when the run stops."""
+    import keras
+
+    from utils.learning.schedules import ShortenableCosineDecay
+
+    schedule = ShortenableCosineDecay(1e-3, 100 * 10, alpha=0.01)
+    model = build_model("unet", ndim=2, filters=2, depth=1)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule), loss="mse")
+    clock = FakeClock()
+    limit = training.TimeLimit(5.0, clock=clock)
+    limit.set_model(model)
+    limit.set_params({"epochs": 100, "steps": 10})
+    limit.on_train_begin()
+    stopped_after = None
+    for epoch in range(100):
+        limit.on_epoch_begin(epoch)
+        clock.now += 60.0
+        limit.on_epoch_end(epoch)
+        if epoch == 0:
+            assert float(schedule.decay_steps.numpy()) == 50  # epochs 2-5 fit in the 4 minutes left
+        if model.stop_training:
+            stopped_after = epoch + 1
+            break
+    assert stopped_after == 5 and float(schedule.decay_steps.numpy()) == 50
+    assert "decays over 5 epochs" in capsys.readouterr().out
+
+
+def test_time_limit_leaves_a_plan_that_fits_and_other_schedules_alone():
+    import keras
+
+    from utils.learning.schedules import ShortenableCosineDecay
+
+    for learning_rate in (ShortenableCosineDecay(1e-3, 4 * 10), keras.optimizers.schedules.CosineDecay(1e-3, 1000), 1e-3):
+        model = build_model("unet", ndim=2, filters=2, depth=1)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="mse")
+        clock = FakeClock()
+        limit = training.TimeLimit(60.0, clock=clock)
+        limit.set_model(model)
+        limit.set_params({"epochs": 4, "steps": 10})
+        limit.on_train_begin()
+        limit.on_epoch_begin(0)
+        clock.now += 60.0
+        limit.on_epoch_end(0)
+        assert not model.stop_training
+        if isinstance(learning_rate, ShortenableCosineDecay):
+            assert float(learning_rate.decay_steps.numpy()) == 40
