@@ -138,9 +138,7 @@ class TrainingConfig:
     reduce_lr_patience: int = _setting(
         0, "halve the learning rate after this many epochs without progress (0: off)", ">= 0; not with --lr-schedule cosine"
     )
-    time_limit_minutes: float = _setting(
-        0.0, "stop before an epoch that would end after this many minutes; a cosine schedule ends with the last epoch that fits (0: off)"
-    )
+    time_limit_minutes: float = _setting(0.0, "stop before an epoch that would end after this many minutes (0: off)")
     init_model: str = _setting("", "continue training from this model (.keras, or a reference repository .h5)", "an existing file")
     tensorboard_update_freq: str = _setting("epoch", "TensorBoard scalars every 'epoch', 'batch', or N batches")
     histogram_freq: int = _setting(1, "weight histograms every N epochs (0: off)")

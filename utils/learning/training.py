@@ -42,7 +42,6 @@ from utils.learning.config import TrainingConfig, environment_record
 from utils.base.errors import ConfigError, DataError, ModelFileError, RunDirectoryError
 from utils.data.noise import estimate_noise_sigma, make_noise
 from utils.learning.pipeline import PatchSampling, balanced_samples_per_volume, check_patch_fits, make_dataset
-from utils.learning.schedules import ShortenableCosineDecay
 
 FINISHED_MARKER = "finished.json"
 # Settings that may change between a run and its resumption without changing the experiment.
@@ -525,41 +524,25 @@ def _central_slice(batch):
 
 
 class TimeLimit(keras.callbacks.Callback):
-    """Stop before an epoch that would end after the time limit (estimated from the slowest epoch so far).
+    """Stop before an epoch that would end after the time limit (estimated from the slowest epoch)."""
 
-    A :class:`utils.learning.schedules.ShortenableCosineDecay` learning rate is replanned after every
-    epoch to reach its minimum at the end of the last epoch the limit lets run (never later than
-    planned), so that a run the limit cuts short still ends with a decayed learning rate.
-    """
-
-    def __init__(self, minutes, clock=time.monotonic):
+    def __init__(self, minutes):
         super().__init__()
         self.seconds = minutes * 60
-        self.clock = clock
         self.start = self.slowest = None
-        self.planned_epochs = None
 
     def on_train_begin(self, logs=None):
-        self.start = self.clock()
+        self.start = time.monotonic()
         self.slowest = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_start = self.clock()
+        self.epoch_start = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.slowest = max(self.slowest, self.clock() - self.epoch_start)
-        left = self.seconds - (self.clock() - self.start)
-        if left < self.slowest:
+        self.slowest = max(self.slowest, time.monotonic() - self.epoch_start)
+        if time.monotonic() - self.start + self.slowest > self.seconds:
             print(f"\nTime limit of {self.seconds / 60:.1f} min reached after epoch {epoch + 1}: stopping.")
             self.model.stop_training = True
-            return
-        schedule = getattr(self.model.optimizer, "_learning_rate", None)  # the schedule object Adam was given
-        steps = self.params.get("steps")
-        if isinstance(schedule, ShortenableCosineDecay) and steps:
-            last_epoch = min(self.params["epochs"], epoch + 1 + int(left // self.slowest))
-            if schedule.shorten(last_epoch * steps) == last_epoch * steps and last_epoch != self.planned_epochs:
-                self.planned_epochs = last_epoch
-                print(f"\nTime limit: the cosine learning rate now decays over {last_epoch} epochs, the ones that fit.")
 
 
 def training_callbacks(config, run, config_record, panel_samples, best_loss=np.inf):
