@@ -128,7 +128,10 @@ def describe_run(run):
     for path in files.values():
         if not path.exists():
             raise SystemExit(f"error: {run}: no {path.name} (not a finished training run or an exported model)")
-    settings = json.loads(files["config"].read_text())["settings"]
+    record = json.loads(files["config"].read_text())
+    settings = record["settings"]
+    # What was trained on, not what was typed: a run without --data trained on the default data.
+    trained_on = {entry.get("data_path") for entry in (record.get("data") or {}).get("train", [])} - {None}
     with open(files["history"], newline="") as handle:
         history = list(csv.DictReader(handle))
     summary = json.loads(files["finished"].read_text()) if "finished" in files else json.loads(files["run"].read_text())["summary"]
@@ -140,7 +143,7 @@ def describe_run(run):
         "parameters": int(model.count_params()), "epochs": len(history), "minutes": float(summary.get("minutes", float("nan"))),
         "best_val_psnr": max(float(row["val_psnr"]) for row in history),
         "noise_range": settings.get("noise_range") or [settings["noise"]],
-        "data_paths": len(settings.get("data") or ()), "init_model": Path(settings.get("init_model") or "").name,
+        "data_paths": len(trained_on) or len(settings.get("data") or ()), "init_model": Path(settings.get("init_model") or "").name,
     }
 
 

@@ -242,7 +242,8 @@ def test_architecture_study_scores_finished_runs_on_the_real_test_slices(tmp_pat
         settings = {"model": family, "ndim": 2, "filters": 4, "depth": 1, "noise": 0.05, "noise_range": [0.01, 0.12]}
         model = build_model(family, ndim=2, filters=4, depth=1, residual=True)
         save_model(model, run / "model_best.keras", settings)
-        (run / "config.json").write_text(json.dumps({"settings": settings}))
+        trained_on = [{"data_path": "data/phantom/train"}] * 3 + [{"data_path": "data/real_ct_sample"}]  # the default data
+        (run / "config.json").write_text(json.dumps({"settings": settings, "data": {"train": trained_on}}))
         (run / "history.csv").write_text("epoch,val_psnr\n0,30.5\n1,31.25\n2,31.0\n")
         (run / "finished.json").write_text(json.dumps({"minutes": minutes}))
         runs.append((run, model.count_params()))
@@ -268,6 +269,7 @@ def test_architecture_study_scores_finished_runs_on_the_real_test_slices(tmp_pat
         assert described[run.stem]["parameters"] == parameters and described[run.stem]["epochs"] == 3
         assert described[run.stem]["best_val_psnr"] == pytest.approx(31.25)
     assert described["shipped"]["minutes"] == 5.0 and described["shipped"]["data_paths"] == 2
+    assert described["arch_unet"]["data_paths"] == 2  # counted from what the run read, not from --data
     assert not (tmp_path / "models" / "shipped.keras").exists()  # an exported model is scored where it is
     assert described["arch_drunet"]["minutes"] == 4.0 and described["arch_drunet"]["model"] == "drunet"
     scores = json.loads(out.with_name("architecture_real_ct.json").read_text())
