@@ -2,9 +2,9 @@
 
 The default training (``Train_model_denoising2D.py`` with no ``--data``) mixes these real slices with
 the embedded phantoms, so that the main job on a fresh machine has seen real anatomy and real texture.
-Run once by a developer with the public sources at hand; users never need it:
+Run once by a developer with the public sources at hand, from the repository root; users never need it:
 
-    python3 data/make_real_ct_sample.py [--real-ct ../shared/data/real_ct] [--out data/real_ct_sample]
+    python3 -m data.make_real_ct_sample [--real-ct ../shared/data/real_ct] [--out data/real_ct_sample]
 
 What it takes, all from TRAINING patients of ``data/real_ct_split.json`` (never a test patient), and
 all under CC BY licences (attribution: ``data/README.md``):
@@ -20,21 +20,23 @@ below -1024 HU (the scanners' field-of-view padding) set to -1024; nothing else 
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
+if __name__ == "__main__" and not __package__:  # run by path: re-run as python3 -m data.<name>
+    os.execv(sys.executable, [sys.executable, "-m", f"data.{Path(__file__).stem}", *sys.argv[1:]])
+
 import nibabel
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from utils.base.defaults import REAL_CT_SAMPLE_DIR, REPO_ROOT
+from utils.data.real_ct_split import DEFAULT_REAL_CT_ROOT, load_split
+from utils.data.scans import read_scan
 
-from utils.data.real_ct_split import DEFAULT_REAL_CT_ROOT, load_split  # noqa: E402
-from utils.data.scans import read_scan  # noqa: E402
-
-DEFAULT_OUT = REPO / "data" / "real_ct_sample"
+DEFAULT_OUT = REPO_ROOT / REAL_CT_SAMPLE_DIR
 AIR_HU = -1024
 LIDC = ("slices_lidc_chest_dicom", 4)  # dataset, slices taken (evenly spaced)
 COVID = ("slices_covid19_nysbu_dicom", 4, ("axial", "coronal"), 1)  # dataset, patients, views, coronal images

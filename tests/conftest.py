@@ -20,13 +20,17 @@ def _require(path):
     return path
 
 
+QUICK_2D_RUN = ("--quick", "--precision", "float32")
+
+
 @pytest.fixture(scope="session")
 def quick_2d_run(tmp_path_factory):
-    """One finished ``Train_model_denoising2D.py --quick`` run, shared read-only: (run folder, its process result)."""
+    """One finished ``Train_model_denoising2D.py --quick`` run in float32 (the same numbers on every CPU), shared
+    read-only: (run folder, its process result)."""
     from tests.scripts import run_script
 
     out = tmp_path_factory.mktemp("runs") / "quick2d"
-    result = run_script(REPO / "Train_model_denoising2D.py", "--quick", "--out", out)
+    result = run_script(REPO / "Train_model_denoising2D.py", *QUICK_2D_RUN, "--out", out)
     return out, result
 
 
