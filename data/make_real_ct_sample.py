@@ -39,7 +39,7 @@ from utils.data.scans import read_scan
 DEFAULT_OUT = REPO_ROOT / REAL_CT_SAMPLE_DIR
 AIR_HU = -1024
 LIDC = ("slices_lidc_chest_dicom", 4)  # dataset, slices taken (evenly spaced)
-COVID = ("slices_covid19_nysbu_dicom", 4, ("axial", "coronal"), 1)  # dataset, patients, views, coronal images
+COVID = ("slices_covid19_nysbu_dicom", 4, 1)  # dataset, patients (their axial slices), coronal reformats each
 LICENCES = {"slices_lidc_chest_dicom": "CC BY 3.0", "slices_covid19_nysbu_dicom": "CC BY 4.0"}
 
 
@@ -52,7 +52,7 @@ def chosen_files(root, split):
     files = sorted((root / dataset).rglob("*.dcm"))
     picks = np.linspace(0, len(files) - 1, count).round().astype(int)
     chosen += [(dataset, patient, files[i]) for i in picks]
-    dataset, patients, views, coronal = COVID
+    dataset, patients, coronal = COVID
     for patient in sorted(datasets[dataset]["train"])[:patients]:
         chosen += [(dataset, patient, f) for f in sorted((root / dataset / patient / "axial").glob("*.dcm"))]
         chosen += [(dataset, patient, f) for f in sorted((root / dataset / patient / "coronal").glob("*.dcm"))[:coronal]]
