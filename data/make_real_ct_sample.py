@@ -60,7 +60,11 @@ def chosen_files(root, split):
 
 
 def write_slice(hu, spacing, path):
-    """One (H, W) HU slice as int16 NIfTI; NIfTI stores (x, y, z), the readers give (z, y, x) back."""
+    """One (H, W) HU slice as int16 NIfTI; NIfTI stores (x, y, z), the readers give (z, y, x) back.
+
+    A diagonal affine, not the DICOM patient geometry that ``utils.data.scans.write_scan`` would write:
+    the readers order axes by the patient axes, so a coronal reformat would read back as 512 slices of 1 row.
+    """
     dy, dx = spacing
     affine = np.diag([dx, dy, 1.0, 1.0])
     image = nibabel.Nifti1Image(np.round(hu.T[:, :, None]).astype(np.int16), affine)
