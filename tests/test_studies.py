@@ -229,6 +229,31 @@ def test_lowdose_quality_study_quick_run(tmp_path):
     assert "## A. Simulated low dose" in text and "## B. Real low-dose" in text and "| bm3d_tuned |" in text
 
 
+@pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "real_ct").is_dir(), reason="the shared real CT (../shared) is absent")
+@pytest.mark.e2e
+def test_lowdose_volumes_study_quick_run(tmp_path):
+    """studies/lowdose_volumes.py --quick: simulated low dose on the real test series, BM3D/BM4D tuned, a model and its +SE."""
+    import shutil
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(REPO / "trained_models" / "unet2d_lowdose.keras", models)
+    run_script(REPO / "studies" / "lowdose_volumes.py", "--quick", "--models-dir", models, "--out", tmp_path, timeout=300)
+    report = json.loads((tmp_path / "RESULTS_lowdose_volumes.json").read_text())
+    (result,) = report["results"]
+    table = result["methods"]
+    assert set(table) == {"noisy", "bm3d_est", "bm3d_tuned", "bm4d_est", "bm4d_tuned", "unet2d_lowdose", "unet2d_lowdose+SE"}
+    assert all(math.isfinite(m["psnr"]) and 0 < m["ssim"] <= 1 and m["seconds"] >= 0 for m in table.values())
+    for solver in ("bm3d", "bm4d"):  # tuned is the best multiplier tried, so never below the plain estimate
+        assert table[f"{solver}_tuned"]["psnr"] >= table[f"{solver}_est"]["psnr"] - 1e-9
+    assert result["added_std_hu"] > 0 and result["sigma_estimates"] and all(0 < s < 1 for s in result["sigma_estimates"])
+    # Every record is a sample of the real test series, never of a training patient.
+    assert {r["noise_model"] for r in result["records"]} == {"ct_lowdose"} and "series_crlm" in report["volumes"][0]
+    assert any("resprunet3d_lowdose is not in the comparison" in note for note in report["notes"])
+    text = (tmp_path / "RESULTS_lowdose_volumes.md").read_text()
+    assert "| unet2d_lowdose+SE |" in text and "vs BM4D tuned, dose 0.25" in text
+
+
 @pytest.mark.e2e
 def test_architecture_study_scores_finished_runs_on_the_real_test_slices(tmp_path):
     """studies/architecture.py on two finished runs: what each is and cost, and its margin over BM3D per set."""

@@ -41,8 +41,11 @@ REAL_2D=(--data data/phantom/train $(python3 -m utils.real_ct_split train --root
 # epoch, the in-plane zoom of the 2D recipe (pixels of about 0.6-3 mm).
 REAL_3D=(--data data/phantom/train $(python3 -m utils.real_ct_split train --root "$REAL_CT" --kinds lowdose)
          --samples-per-volume 24 --validation-data data/phantom/val --zoom-range 0.3 1.5)
-# The low-dose models train on the clean volumes only: the real low-dose volumes' own noise (about
+# The 2D low-dose model trains on the clean volumes only: the real low-dose volumes' own noise (about
 # 20 HU) is as strong as the quarter-dose noise added, and a target that keeps it teaches to keep it.
+# The 3D one has no clean real volume to learn from (the one contiguous clean series is the test volume),
+# so it starts from resprunet3d_blind (which knows the real volumes) and is fine-tuned on REAL_3D for
+# ct_lowdose noise. Its doses are log-uniform in 0.02-0.5: at the median, 0.1, it adds 3 times the noise the volumes hold.
 REAL_2D_CLEAN=(--data data/phantom/train $(python3 -m utils.real_ct_split train --root "$REAL_CT" --kinds clean)
                --samples-per-volume 8 --validation-data data/phantom/val --window-augmentation 0.5 --zoom-range 0.3 1.6)
 
@@ -58,8 +61,9 @@ declare -A COMMANDS=(
   [resprunet3d_noise0.05]="Train_model_denoising3D.py --model resprunet --noise 0.05"
   [resprunet3d_blind]="Train_model_denoising3D.py --model resprunet --noise 0.05 --noise-range 0.01 0.12"
   [unet3d_blind]="Train_model_denoising3D.py --model unet --filters 16 --noise 0.05 --noise-range 0.01 0.12 --precision float32"
+  [resprunet3d_lowdose]="Train_model_denoising3D.py --model resprunet --noise-model ct_lowdose --dose 0.25 --dose-range 0.02 0.5 --epochs 10 --learning-rate 3e-4 --lr-schedule cosine --init-model trained_models/resprunet3d_blind.keras"
 )
-ORDER=(unet2d_blind unet2d_lowdose resprunet2d_blind resprunet3d_blind unet3d_blind unet2d_noise0.05 convnet2d_noise0.05 resprunet3d_noise0.05 unet3d_noise0.05 unet2d_noise0.02 convnet2d_noise0.02)
+ORDER=(unet2d_blind unet2d_lowdose resprunet2d_blind resprunet3d_blind resprunet3d_lowdose unet3d_blind unet2d_noise0.05 convnet2d_noise0.05 resprunet3d_noise0.05 unet3d_noise0.05 unet2d_noise0.02 convnet2d_noise0.02)
 [ $# -gt 0 ] && ORDER=("$@")
 
 for name in "${ORDER[@]}"; do
@@ -68,7 +72,7 @@ for name in "${ORDER[@]}"; do
   [[ $name == *2d_noise* ]] && extra=("${MIXED_2D[@]}")
   [[ $name == *2d_blind* ]] && extra=("${REAL_2D[@]}")
   [[ $name == *2d_lowdose* ]] && extra=("${REAL_2D_CLEAN[@]}")
-  [[ $name == *3d_blind* ]] && extra=("${REAL_3D[@]}")
+  [[ $name == *3d_blind* || $name == *3d_lowdose* ]] && extra=("${REAL_3D[@]}")
   run=(python3 "${command[@]}" "${extra[@]}" --time-limit-minutes 0 --out "$RUNS/$name")
   echo "== $name: ${run[*]}"
   "${run[@]}"
