@@ -62,8 +62,8 @@ def chosen_files(root, split):
 def write_slice(hu, spacing, path):
     """One (H, W) HU slice as int16 NIfTI; NIfTI stores (x, y, z), the readers give (z, y, x) back.
 
-    A diagonal affine, not the DICOM patient geometry that ``utils.data.scans.write_scan`` would write:
-    the readers order axes by the patient axes, so a coronal reformat would read back as 512 slices of 1 row.
+    A diagonal affine with the pixel spacing, not the DICOM patient geometry: the sample is training
+    data, so every slice (coronal reformats too) is stored as a plain image without the patient's position.
     """
     dy, dx = spacing
     affine = np.diag([dx, dy, 1.0, 1.0])

@@ -15,7 +15,7 @@ from benchmarks.denoise import CASES
 from models import build_model, predict, save_model
 from models.inference import auto_tiling
 from tests.conftest import REPO
-from tests.ct_files import write_axial_series, write_nifti, write_png
+from tests.ct_files import write_axial_series, write_dicom_slice, write_nifti, write_png
 from tests.scripts import run_script
 from utils.application import denoising
 from utils.base import locks
@@ -117,6 +117,24 @@ def test_dicom_to_nifti_has_the_dicom_geometry(tmp_path, dicom_series):
     back = read_ct(tmp_path / "out.nii.gz", WINDOW)[0]
     np.testing.assert_allclose(back.array, scan.model_input, atol=1e-6)
     assert back.spacing == pytest.approx((2.5, 0.7, 0.8))
+
+
+@pytest.mark.parametrize("plane", ["coronal", "sagittal"])
+def test_a_single_reformatted_slice_stays_one_slice_through_nifti(tmp_path, rng, plane):
+    # A coronal or sagittal DICOM slice is (1, rows, columns); written as NIfTI in its patient geometry
+    # and read back, it must still be one slice of the same pixels (not rows slices of 1 x columns).
+    orientation = {"coronal": (1, 0, 0, 0, 0, -1), "sagittal": (0, 1, 0, 0, 0, -1)}[plane]
+    hu = body_hu((1, 20, 26), rng)[0].astype(np.int16)
+    source = tmp_path / f"{plane}.dcm"
+    write_dicom_slice(source, hu, position=(-10.0, 5.0, 40.0), series_uid="1.2.3.4", orientation=orientation)
+    scan = scans.read_scan(source)
+    assert scan.values.shape == (1, 20, 26)
+    scans.write_scan(scan, scan.values, tmp_path / "out.nii.gz", "nifti", "copy")
+    back = scans.read_scan(tmp_path / "out.nii.gz")
+    assert back.values.shape == (1, 20, 26) and np.array_equal(back.values, scan.values)
+    assert back.volume.spacing == pytest.approx(scan.volume.spacing)
+    scans.write_scan(back, back.values + 1, tmp_path / "again.nii.gz", "nifti", "plus one")  # NIfTI in, NIfTI out
+    assert np.array_equal(scans.read_scan(tmp_path / "again.nii.gz").values, scan.values + 1)
 
 
 @pytest.mark.parametrize("dtype", [np.int16, np.float32])

@@ -223,6 +223,22 @@ def test_nifti_kits19_layout_keeps_slice_axis_first(tmp_path):
     assert volumes[0].array.max() == pytest.approx(500 / 1400)
 
 
+@pytest.mark.parametrize("plane", ["axial", "coronal", "sagittal"])
+def test_nifti_single_slice_reads_as_one_slice_in_any_plane(tmp_path, plane):
+    # One slice stored (X, Y, Z) with an axis-aligned affine; the axis of length 1 is the slice normal.
+    sizes = {"axial": (6, 5, 1), "coronal": (6, 1, 5), "sagittal": (1, 6, 5)}[plane]
+    hu = np.arange(np.prod(sizes), dtype=np.int16).reshape(sizes) - 1000
+    write_nifti(tmp_path / "slice.nii.gz", hu, zooms=(0.7, 0.8, 2.5))
+    (volume,) = read_ct(tmp_path / "slice.nii.gz", hu_window=(-1000, 0))
+    in_plane = [axis for axis, n in enumerate(sizes) if n > 1]  # world order (z, y, x) of the in-plane axes
+    assert volume.array.shape == (1, sizes[in_plane[1]], sizes[in_plane[0]])
+    # Rows run along the in-plane axis nearer world z (or y), which is stored last: the slice transposed.
+    assert volume.array[0] * 1000 - 1000 == pytest.approx(np.squeeze(hu).T.astype(np.float32), abs=1e-3)
+    zooms = (0.7, 0.8, 2.5)
+    normal = sizes.index(1)
+    assert volume.spacing == pytest.approx((zooms[normal], zooms[in_plane[1]], zooms[in_plane[0]]))
+
+
 def test_nifti_folder_gives_one_volume_per_file_and_clamps_padding(tmp_path):
     write_nifti(tmp_path / "a.nii", np.full((2, 2, 3), -3024, np.int16))
     write_nifti(tmp_path / "b.nii.gz", np.full((2, 2, 4), 400, np.int16))

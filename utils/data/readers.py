@@ -17,7 +17,9 @@ Axis order
       and axis 2 to x (right-left), from the affine (``nibabel.io_orientation``). For the
       usual ``(X, Y, Z)`` storage this is ``transpose(2, 1, 0)``; for kits19, stored
       ``(Z, Y, X)``, the order is kept. When the affine gives no orientation (all zero),
-      ``transpose(2, 1, 0)`` is used. Because nothing is flipped, an image may look mirrored
+      ``transpose(2, 1, 0)`` is used. A single slice (one voxel axis of length 1) keeps that
+      axis first whatever plane it lies in, so a coronal or sagittal slice reads as ``(1, H, W)``
+      like an axial one. Because nothing is flipped, an image may look mirrored
       relative to the radiological display convention; denoising does not care.
     * PNG/TIFF folders: slices in natural order of the numbers in their names
       (``z2`` before ``z10``).
@@ -561,16 +563,23 @@ def _read_npz_volumes(path):
 # --------------------------------------------------------------------------- NIfTI
 
 
-def _nifti_axis_order(affine):
-    """Voxel axes ordered (closest to world z, y, x); (2, 1, 0) when the affine is unusable."""
+def _nifti_axis_order(affine, shape):
+    """Voxel axes of a 3D ``shape`` ordered (closest to world z, y, x); (2, 1, 0) when the affine is unusable.
+
+    A single slice is a slice in whatever plane it lies (a coronal reformat, say): its axis of length 1
+    goes first, and its two in-plane axes keep the orientation's order.
+    """
+    order = (2, 1, 0)
     try:
-        orientation = nibabel.io_orientation(affine)
+        world_axes = nibabel.io_orientation(affine)[:, 0]
     except Exception:  # noqa: BLE001 - degenerate affines raise from the linear algebra
-        return (2, 1, 0)
-    world_axes = orientation[:, 0]
-    if np.isnan(world_axes).any() or sorted(world_axes.tolist()) != [0.0, 1.0, 2.0]:
-        return (2, 1, 0)
-    return tuple(int(np.flatnonzero(world_axes == world)[0]) for world in (2, 1, 0))
+        world_axes = None
+    if world_axes is not None and not np.isnan(world_axes).any() and sorted(world_axes.tolist()) == [0.0, 1.0, 2.0]:
+        order = tuple(int(np.flatnonzero(world_axes == world)[0]) for world in (2, 1, 0))
+    if tuple(shape).count(1) == 1:
+        single = tuple(shape).index(1)
+        order = (single,) + tuple(axis for axis in order if axis != single)
+    return order
 
 
 def _read_nifti(path, hu_window):
@@ -598,7 +607,7 @@ def _read_nifti(path, hu_window):
     except Exception as exc:  # noqa: BLE001 - truncated data raise EOFError, zlib.error, OSError, ...
         raise DataError(path, f"unreadable or truncated NIfTI data ({type(exc).__name__}: {exc})") from None
     _require_finite(hu, path, "image")
-    order = _nifti_axis_order(affine)
+    order = _nifti_axis_order(affine, shape)
     hu = np.ascontiguousarray(hu.transpose(order))
     zooms = zooms + (1.0,) * (3 - len(zooms))
     spacing = tuple(zooms[axis] for axis in order)

@@ -156,12 +156,12 @@ def _nifti_to_array(data, image):
         data = data[..., 0]
     if data.ndim == 2:
         data = data[..., None]
-    return data.transpose(readers._nifti_axis_order(image.affine))
+    return data.transpose(readers._nifti_axis_order(image.affine, data.shape))
 
 
 def _array_to_nifti(array, image):
-    order = readers._nifti_axis_order(image.affine)
-    data = array.transpose(np.argsort(order))
+    stored = tuple(image.shape[:3]) + (1,) * (3 - len(image.shape[:3]))
+    data = array.transpose(np.argsort(readers._nifti_axis_order(image.affine, stored)))
     return data.reshape(image.shape)
 
 
