@@ -112,6 +112,7 @@ def model_methods(folder):
 
 def study_dose(volumes, dose, models, quick):
     """Every method on the central blocks of ``volumes`` at ``dose``: ``{method: {psnr, ssim, seconds}}`` and the tuning."""
+    from utils.application.methods import BaselineMethod
     from utils.application.samples import add_lowdose_noise, volume_samples
     from utils.application.scoring import evaluate
 
@@ -122,8 +123,6 @@ def study_dose(volumes, dose, models, quick):
     samples = volume_samples(noisy, max_depth=depth, max_size=crop)
     multipliers = MULTIPLIERS[:2] if quick else MULTIPLIERS
     classical = [scaled_estimate_method(name, m) for name in ("bm3d", "bm4d") for m in multipliers]
-    from utils.application.methods import BaselineMethod
-
     records = evaluate([BaselineMethod("noisy")] + classical + models, samples).records
 
     def mean(method, key):
@@ -149,7 +148,7 @@ def study_dose(volumes, dose, models, quick):
 
 
 def fmt(value, digits=2, sign=False):
-    return "–" if value is None else (f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}")
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
 def markdown(report):
@@ -211,7 +210,8 @@ def main(argv=None):
     results = [study_dose(volumes, dose, models, args.quick) for dose in (DOSES[:1] if args.quick else DOSES)]
     report = {
         "quick": args.quick, "seconds": time.perf_counter() - started, "notes": notes,
-        "volumes": [str(v.source) for v in volumes], "results": results,
+        "volumes": [Path(v.source).relative_to(root).as_posix() if Path(v.source).is_relative_to(root) else str(v.source) for v in volumes],
+        "results": results,
         "settings": {"window": list(WINDOW), "seed": SEED, "multipliers": list(MULTIPLIERS), "depth": DEPTH, "crop": CROP,
                      "models_dir": str(args.models_dir)},
         "machine": describe_machine(),
