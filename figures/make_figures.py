@@ -12,6 +12,8 @@ Colorectal-Liver-Metastases series, see ``trained_models/README.md``) and, for t
 
 Each demo runs in its own process; run folders go to ``results/figures/<run>/``. On 2 CPU cores
 the whole set takes about 16 minutes (BM3D, BM4D and, on a first run, the baseline tuning dominate).
+``--only`` with no name runs nothing and refreshes the shipped-models table alone (after a new model
+is shipped); the assessment tables are only rewritten from run folders that exist.
 """
 
 import argparse
@@ -180,12 +182,17 @@ def main():
     if args.real_ct and (args.only is None or "phantom_realism" in args.only):
         subprocess.run([sys.executable, "-m", "studies.phantom_realism", "--real", str(args.real_ct)], cwd=REPO, check=True)
 
-    header = "# Assessment results\n\nMade by `python3 figures/make_figures.py`.\n\n"
-    write_text(FIGURES / "RESULTS.md", header + results_markdown(sections, figures_prefix=""))
     results_page = REPO / "docs" / "results.md"
-    text = replace_between_markers(results_page.read_text(encoding="utf-8"), RESULTS_SECTION, results_markdown(sections, "../figures/"))
+    text = results_page.read_text(encoding="utf-8")
+    if sections:
+        header = "# Assessment results\n\nMade by `python3 figures/make_figures.py`.\n\n"
+        write_text(FIGURES / "RESULTS.md", header + results_markdown(sections, figures_prefix=""))
+        text = replace_between_markers(text, RESULTS_SECTION, results_markdown(sections, "../figures/"))
+        print(f"wrote {FIGURES / 'RESULTS.md'}")
+    else:  # `--only` with no run, or no run folders on this machine: keep the results as they are
+        print(f"no demo results under {args.runs_dir}: {FIGURES / 'RESULTS.md'} and the assessment section are kept")
     write_text(results_page, replace_between_markers(text, MODELS_SECTION, shipped_models_markdown()))
-    print(f"wrote {FIGURES / 'RESULTS.md'} and the results sections of {results_page}")
+    print(f"wrote the shipped-models table of {results_page}")
 
 
 if __name__ == "__main__":

@@ -57,12 +57,32 @@ def test_readme_headline_is_copied_from_the_benchmark_results(tmp_path):
     assert text.startswith("intro\n") and text.endswith("end\n")
 
 
-def test_results_page_lists_every_shipped_model_with_its_noise_and_data():
+def load_make_figures():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("make_figures", REPO / "figures" / "make_figures.py")
     make_figures = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_figures)
+    return make_figures
+
+
+def test_make_figures_without_runs_refreshes_the_models_table_and_keeps_the_results(tmp_path, monkeypatch):
+    make_figures = load_make_figures()
+    (tmp_path / "docs").mkdir()
+    page = tmp_path / "docs" / "results.md"
+    page.write_text("top\n<!-- results:start -->\nkept results\n<!-- results:end -->\n"
+                    "<!-- shipped-models:start -->\nold table\n<!-- shipped-models:end -->\nend\n")
+    monkeypatch.setattr(make_figures, "REPO", tmp_path)
+    monkeypatch.setattr(make_figures, "FIGURES", tmp_path / "figures")
+    monkeypatch.setattr("sys.argv", ["make_figures.py", "--only", "--runs-dir", str(tmp_path / "no_runs")])
+    make_figures.main()
+    text = page.read_text()
+    assert "kept results" in text and "old table" not in text and make_figures.shipped_models_markdown() in text
+    assert not (tmp_path / "figures").exists()  # no RESULTS.md written from no runs
+
+
+def test_results_page_lists_every_shipped_model_with_its_noise_and_data():
+    make_figures = load_make_figures()
     rows = {line.split("|")[1].strip(" `"): line.split("|") for line in make_figures.shipped_models_markdown().splitlines()[2:]}
     assert set(rows) == {path.name[: -len(".run.json")] + ".keras" for path in (REPO / "trained_models").glob("*.run.json")}
     assert rows["unet2d_blind.keras"][3].strip() == "blind, 1-12 %"
