@@ -140,6 +140,8 @@ def _data_description(settings):
         data += ", zoom {:g}-{:g}".format(*settings["zoom_range"])
     if settings.get("window_augmentation"):
         data += ", window augmentation"
+    if settings.get("init_model"):
+        data += f"; fine-tuned from `{Path(settings['init_model']).name}`"
     return data
 
 

@@ -1,6 +1,6 @@
 """Simulated low dose on a real test VOLUME: the 2D and 3D ct_lowdose models against BM3D and BM4D.
 
-    python3 -m studies.lowdose_volumes                  # about 25 minutes on 2 CPU cores
+    python3 -m studies.lowdose_volumes                  # about 27 minutes on 2 CPU cores
     python3 -m studies.lowdose_volumes --quick --out /tmp/x   # smoke run: an 8 x 48 x 48 block, dose 0.25
 
 Data: the contiguous clean TEST series of the committed patient split (``data/real_ct_split.json``; the TCIA

@@ -89,3 +89,4 @@ def test_results_page_lists_every_shipped_model_with_its_noise_and_data():
     assert rows["unet2d_lowdose.keras"][3].strip() == "low-dose CT, dose 0.02-0.5"
     assert re.fullmatch(r"phantoms \+ \d+ real data paths, zoom 0.3-1.6, window augmentation", rows["unet2d_blind.keras"][4].strip())
     assert rows["unet3d_noise0.05.keras"][3:5] == [" 5 % ", " phantoms "]
+    assert rows["resprunet3d_lowdose.keras"][4].strip().endswith("; fine-tuned from `resprunet3d_blind.keras`")

@@ -45,7 +45,8 @@ REAL_3D=(--data data/phantom/train $(python3 -m utils.real_ct_split train --root
 # 20 HU) is as strong as the quarter-dose noise added, and a target that keeps it teaches to keep it.
 # The 3D one has no clean real volume to learn from (the one contiguous clean series is the test volume),
 # so it starts from resprunet3d_blind (which knows the real volumes) and is fine-tuned on REAL_3D for
-# ct_lowdose noise. Its doses are log-uniform in 0.02-0.5: at the median, 0.1, it adds 3 times the noise the volumes hold.
+# ct_lowdose noise. Its doses are log-uniform in 0.02-0.5; at the median, 0.1, the noise added (about 47 HU on
+# the clean test slices of studies/lowdose_quality.py) is over twice the volumes' own (about 20 HU).
 REAL_2D_CLEAN=(--data data/phantom/train $(python3 -m utils.real_ct_split train --root "$REAL_CT" --kinds clean)
                --samples-per-volume 8 --validation-data data/phantom/val --window-augmentation 0.5 --zoom-range 0.3 1.6)
 
