@@ -41,10 +41,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from benchmarks.common import describe_machine, markdown_table  # noqa: E402
+from studies.lowdose_quality import DOSES, SEED, WINDOW  # noqa: E402  (the slice study's doses and noise seed)
 
-WINDOW = (-1000.0, 400.0)
-DOSES = (0.25, 0.1)
-SEED = 2026
 DEPTH, CROP = 24, 256
 QUICK_DEPTH, QUICK_CROP = 8, 48  # BM4D needs at least 8 slices (its block)
 MULTIPLIERS = (1.0, 1.5, 2.0, 2.5)
